@@ -1,0 +1,43 @@
+# Sidekiq Supervisor. `make run` and `make test` are all a new machine needs.
+PORT ?= 8000
+HOST ?= 127.0.0.1
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := .venv/bin/python
+export UV_PYTHON := 3.11
+
+.PHONY: install run migrate test lint bench bench-ingest bench-console clean
+
+# Installs uv (if missing) and every locked dependency into .venv.
+install: .venv/.installed
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || test -x $(UV) || python3 -m pip install --user --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+migrate: install
+	$(PY) -m app migrate
+
+# Serves on $(HOST):$(PORT) with SUPERVISOR_DATABASE_URL (default: embedded SQLite file).
+run: migrate
+	$(PY) -m app serve --host $(HOST) --port $(PORT)
+
+# The whole suite against MariaDB (SUPERVISOR_TEST_MYSQL_URL) and Redis (SUPERVISOR_TEST_REDIS_URL).
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check app tests benchmarks migrations
+	.venv/bin/ruff format --check app tests benchmarks migrations
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+bench: bench-ingest bench-console
+
+bench-ingest: install
+	$(PY) -m benchmarks.ingest
+
+bench-console: install
+	$(PY) -m benchmarks.console
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,316 @@
+"""The lifecycle routes the Sidekiq middleware posts to, named exactly as the seed names them.
+
+This is the hot path. `accept` holds the whole logic (credentials, decoding, validation, durable
+submit). It is reached two ways: the FastAPI routes below (which define the OpenAPI docs), and
+`serve_fast`, which SupervisorApp calls for these POSTs before FastAPI's middleware and
+dependency machinery; measured, that machinery cost more than the ledger write itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from starlette.types import Receive, Scope, Send
+
+from app.api.schemas import (
+    AcceptedOut,
+    BatchAcceptedOut,
+    ErrorOut,
+    EventIn,
+    LifecycleIn,
+    QueuedIn,
+)
+from app.api.wire import (
+    FORM,
+    JSON,
+    TOO_LARGE,
+    decode_array,
+    decode_fields,
+    now,
+    read_body,
+    to_event,
+    validate,
+)
+from app.deps import Resources, check_bearer, resources
+from app.domain import EventName, JobEvent
+from app.errors import AppError, InvalidInput, PayloadTooLarge
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+PREFIX = "/api/v1/jobs/"
+TOO_MANY_EVENTS = "at most {limit} events per request"
+BAD_JOB_ID = "must be 1-255 characters without control characters"
+NOT_OBJECT = "must be an object"
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class Kind(enum.Enum):
+    """Which ingest route a request is for."""
+
+    QUEUED = EventName.QUEUED
+    STARTED = EventName.STARTED
+    COMPLETE = EventName.COMPLETE
+    FAILED = EventName.FAILED
+    BATCH = "batch"
+
+
+SUFFIXES = {"/started": Kind.STARTED, "/complete": Kind.COMPLETE, "/failed": Kind.FAILED}
+
+
+def match(path: str) -> tuple[Kind, str | None] | None:
+    """The ingest route and job id for a POST path, or None for any other path."""
+    if path == "/api/v1/jobs":
+        return Kind.QUEUED, None
+    if path == "/api/v1/events":
+        return Kind.BATCH, None
+    if not path.startswith(PREFIX):
+        return None
+    job_id, slash, action = path[len(PREFIX) :].rpartition("/")
+    kind = SUFFIXES.get(slash + action)
+    if kind is None or not job_id or "/" in job_id:
+        return None
+    return kind, job_id
+
+
+async def accept(
+    found: Resources,
+    kind: Kind,
+    job_id: str | None,
+    *,
+    content_type: str,
+    authorization: str,
+    body: bytes,
+) -> bytes:
+    """Validate one request's events, wait until they are committed, return the 201 body."""
+    check_bearer(authorization, found.settings.INGEST_TOKEN, "SUPERVISOR_INGEST_TOKEN")
+    kind_name = content_type.split(";", 1)[0].strip().lower()
+    if kind is Kind.BATCH:
+        events = _batch(found, decode_array(body, kind_name))
+        if events:
+            await found.writer.submit(events)
+        return orjson.dumps({"accepted": len(events)})
+    fields = decode_fields(body, kind_name)
+    event = _single(found, kind, job_id, fields)
+    await found.writer.submit((event,))
+    return orjson.dumps({"job_id": event.jid, "event": event.event.value})
+
+
+def _single(found: Resources, kind: Kind, job_id: str | None, fields: dict[str, Any]) -> JobEvent:
+    name = EventName(kind.value)
+    if job_id is None:
+        queued: QueuedIn = validate(QueuedIn, fields)
+        job_id, data = queued.job_id, queued
+    else:
+        if len(job_id) > 255 or not job_id.isprintable():
+            raise InvalidInput({"job_id": BAD_JOB_ID})
+        data = validate(LifecycleIn, fields)
+    return to_event(data, jid=job_id, name=name, received_at=now(), limits=found.event_limits)
+
+
+def _batch(found: Resources, items: list[Any]) -> list[JobEvent]:
+    """Every element validated first: one bad element rejects the request, nothing stored."""
+    if len(items) > found.settings.MAX_BATCH_EVENTS:
+        raise InvalidInput(
+            {"events": TOO_MANY_EVENTS.format(limit=found.settings.MAX_BATCH_EVENTS)}
+        )
+    received_at = now()
+    events: list[JobEvent] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput({f"[{index}]": NOT_OBJECT})
+        data: EventIn = validate(EventIn, item, prefix=f"[{index}].")
+        events.append(
+            to_event(
+                data,
+                jid=data.job_id,
+                name=data.event,
+                received_at=received_at,
+                limits=found.event_limits,
+            )
+        )
+    return events
+
+
+def error_body(exc: AppError) -> bytes:
+    fields = getattr(exc, "fields", None)
+    extra = {"fields": fields} if fields is not None else {}
+    return orjson.dumps({"error": exc.error, "detail": exc.detail, **extra})
+
+
+# The fast lane ------------------------------------------------------------------------------
+
+
+async def serve_fast(
+    found: Resources, route: tuple[Kind, str | None], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer an ingest POST straight from the ASGI scope (see the module docstring)."""
+    headers = _headers(scope)
+    status, extra = 201, []
+    try:
+        body = await _receive_body(receive, headers, found.settings.MAX_BODY_BYTES)
+        payload = await accept(
+            found,
+            route[0],
+            route[1],
+            content_type=headers.get(b"content-type", b"").decode("latin-1"),
+            authorization=headers.get(b"authorization", b"").decode("latin-1"),
+            body=body,
+        )
+    except AppError as exc:
+        status, payload = exc.status, error_body(exc)
+        extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS + extra})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    wanted = {b"content-type", b"content-length", b"authorization"}
+    return {name: value for name, value in scope["headers"] if name in wanted}
+
+
+async def _receive_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
+        more = message.get("more_body", False)
+    return body
+
+
+# The documented routes ----------------------------------------------------------------------
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        400: "The body could not be decoded (not UTF-8, not JSON).",
+        401: "SUPERVISOR_INGEST_TOKEN is set and the bearer token is missing or wrong.",
+        413: "The body is over SUPERVISOR_MAX_BODY_BYTES.",
+        415: "Neither form-encoded nor JSON.",
+        422: "A field is missing or invalid; `fields` names each one.",
+        503: "The ledger database is down or saturated: nothing stored, retry after Retry-After.",
+    }.items()
+}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined, to embed in an OpenAPI request body."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def _body_doc(model: type[LifecycleIn], *, batch: bool = False) -> dict[str, Any]:
+    schema = _inline_refs(model.model_json_schema())
+    if batch:
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"type": "array", "items": schema}}},
+            }
+        }
+    content = {FORM: {"schema": schema}, JSON: {"schema": schema}}
+    return {"requestBody": {"required": model is QueuedIn, "content": content}}
+
+
+async def _via_request(request: Request, kind: Kind, job_id: str | None) -> Response:
+    found = resources(request)
+    body = await read_body(request, found.settings.MAX_BODY_BYTES)
+    payload = await accept(
+        found,
+        kind,
+        job_id,
+        content_type=request.headers.get("content-type", ""),
+        authorization=request.headers.get("authorization", ""),
+        body=body,
+    )
+    return Response(payload, status_code=201, media_type=JSON)
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    summary="A job was queued",
+    response_model=AcceptedOut,
+    responses=ERRORS,
+    openapi_extra=_body_doc(QueuedIn),
+)
+async def job_queued(request: Request) -> Response:
+    """Record that a job was pushed (the seed's client middleware sends job_id, arguments,
+    job_class, queue). Answered 201 only once the event is committed."""
+    return await _via_request(request, Kind.QUEUED, None)
+
+
+@router.post(
+    "/jobs/{job_id}/started",
+    status_code=201,
+    summary="A job started",
+    response_model=AcceptedOut,
+    responses=ERRORS,
+    openapi_extra=_body_doc(LifecycleIn),
+)
+async def job_started(request: Request, job_id: str) -> Response:
+    """Record that a worker began the job (creates the row if it was never seen queued)."""
+    return await _via_request(request, Kind.STARTED, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/complete",
+    status_code=201,
+    summary="A job completed",
+    response_model=AcceptedOut,
+    responses=ERRORS,
+    openapi_extra=_body_doc(LifecycleIn),
+)
+async def job_complete(request: Request, job_id: str) -> Response:
+    """Record that the job finished successfully."""
+    return await _via_request(request, Kind.COMPLETE, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/failed",
+    status_code=201,
+    summary="A job raised",
+    response_model=AcceptedOut,
+    responses=ERRORS,
+    openapi_extra=_body_doc(LifecycleIn),
+)
+async def job_failed(request: Request, job_id: str) -> Response:
+    """Record that a run raised (error_class, error_message); Sidekiq may retry it."""
+    return await _via_request(request, Kind.FAILED, job_id)
+
+
+@router.post(
+    "/events",
+    status_code=201,
+    summary="A batch of events",
+    response_model=BatchAcceptedOut,
+    responses=ERRORS,
+    openapi_extra=_body_doc(EventIn, batch=True),
+)
+async def events_batch(request: Request) -> Response:
+    """Record many events in one request (our middleware's background sender). Each element
+    names its `event`, `job_id` and time `at`. All or nothing: one invalid element rejects the
+    request and nothing is stored."""
+    return await _via_request(request, Kind.BATCH, None)

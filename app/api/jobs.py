@@ -1,0 +1,111 @@
+"""The ledger's read API: filtered, keyset-paged job lists, one job with its timeline, durations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api.schemas import (
+    DurationsOut,
+    ErrorOut,
+    JobDetailOut,
+    JobOut,
+    JobPageOut,
+    PercentilesOut,
+    TimelineEntryOut,
+)
+from app.deps import ManagerDep, ResourcesDep, require_reader
+from app.domain import JobFilter, JobStatus
+from app.errors import InvalidInput, NotFound
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["jobs"],
+    dependencies=[Depends(require_reader)],
+    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+
+NO_SUCH_JOB = "no job {jid!r} in the ledger"
+BAD_LIMIT = "must be between 1 and {maximum}"
+
+
+class FilterParams:
+    """The query parameters every list shares."""
+
+    def __init__(
+        self,
+        status: Annotated[list[JobStatus] | None, Query(description="Repeat for several.")] = None,
+        queue: str | None = None,
+        job_class: str | None = None,
+        arguments: Annotated[
+            str | None, Query(description="Plain-text substring of the arguments (%, _ literal).")
+        ] = None,
+        since: Annotated[datetime | None, Query(description="Last activity at or after.")] = None,
+        until: Annotated[datetime | None, Query(description="Last activity before.")] = None,
+    ) -> None:
+        self.filter = JobFilter(
+            arguments=arguments,
+            statuses=tuple(status or ()),
+            queue=queue,
+            job_class=job_class,
+            since=since,
+            until=until,
+        )
+
+
+FilterDep = Annotated[FilterParams, Depends()]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
+
+
+def _limit(found: ResourcesDep, limit: int | None = None) -> int:
+    maximum = found.settings.MAX_PAGE_SIZE
+    if limit is None:
+        return found.settings.PAGE_SIZE
+    if not 1 <= limit <= maximum:
+        raise InvalidInput({"limit": BAD_LIMIT.format(maximum=maximum)})
+    return limit
+
+
+LimitDep = Annotated[int, Depends(_limit)]
+
+
+@router.get("/jobs", summary="List jobs, newest activity first", response_model=JobPageOut)
+async def list_jobs(
+    manager: ManagerDep, params: FilterDep, limit: LimitDep, cursor: Cursor = None
+) -> JobPageOut:
+    page = await manager.jobs(params.filter, limit=limit, cursor=cursor)
+    return JobPageOut(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/jobs/durations",
+    summary="Completed jobs with wait/run/total durations and percentiles",
+    response_model=DurationsOut,
+)
+async def job_durations(
+    manager: ManagerDep, params: FilterDep, limit: LimitDep, cursor: Cursor = None
+) -> DurationsOut:
+    found = await manager.durations(params.filter, limit=limit, cursor=cursor)
+    return DurationsOut(
+        items=[JobOut.of(job) for job in found.page.items],
+        next_cursor=found.page.next_cursor,
+        queued_to_completed=PercentilesOut.of(found.queued_to_completed),
+        started_to_completed=PercentilesOut.of(found.started_to_completed),
+        sample_limit=found.sample_limit,
+    )
+
+
+@router.get(
+    "/jobs/{job_id}",
+    summary="One job and its timeline",
+    response_model=JobDetailOut,
+    responses={404: {"model": ErrorOut}},
+)
+async def job_detail(manager: ManagerDep, job_id: str) -> JobDetailOut:
+    job = await manager.job(job_id)
+    if job is None:
+        raise NotFound(NO_SUCH_JOB.format(jid=job_id))
+    timeline = [TimelineEntryOut.of(entry) for entry in await manager.timeline(job_id)]
+    return JobDetailOut(**JobOut.of(job).model_dump(), timeline=timeline)

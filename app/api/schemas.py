@@ -1,0 +1,227 @@
+"""Request and response models of the JSON API (`<Thing>In` / `<Thing>Out`)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from app.domain import EventName, Job, JobStatus, Percentiles, TimelineEntry
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MS_THRESHOLD = 100_000_000_000  # epoch numbers above this are milliseconds (Sidekiq 8 style)
+OUT_OF_RANGE = "must be an epoch time between the years 2000 and 2100"
+
+
+def _blank_is_none(value: Any) -> Any:
+    # Faraday sends a nil value as a bare key; form decoding turns it into "".
+    return None if value == "" else value
+
+
+def _json_text(value: Any) -> Any:
+    """`arguments` arrive as JSON text (the seed) or, in JSON bodies, as the array itself."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"is not valid JSON ({exc})") from None
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _event_time(value: Any) -> Any:
+    """Epoch seconds (float), epoch milliseconds (int, as Sidekiq 8), or ISO 8601."""
+    if value is None or value == "":
+        return None
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return _iso_time(value)
+    if number is None or not math.isfinite(number):
+        raise ValueError("must be epoch seconds, epoch milliseconds or an ISO 8601 time")
+    seconds = number / 1000 if abs(number) >= MS_THRESHOLD else number
+    if not EARLIEST.timestamp() <= seconds < LATEST.timestamp():
+        raise ValueError(OUT_OF_RANGE)
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _iso_time(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be epoch seconds, epoch milliseconds or an ISO 8601 time") from None
+    return _in_range(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _in_range(moment: datetime) -> datetime:
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(OUT_OF_RANGE)
+    return moment.astimezone(UTC)
+
+
+JobId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    Field(description="Sidekiq's jid (24 hex characters), at most 255 characters."),
+]
+Name = Annotated[
+    Annotated[str, StringConstraints(max_length=255)] | None,
+    BeforeValidator(_blank_is_none),
+]
+JsonText = Annotated[
+    str | None,
+    BeforeValidator(_json_text),
+    Field(description='The job\'s arguments as JSON text, e.g. `[1,"two"]`.'),
+]
+EventTime = Annotated[
+    datetime | None,
+    BeforeValidator(_event_time),
+    Field(description="When it happened: epoch seconds, epoch ms or ISO 8601 (default: now)."),
+]
+Count = Annotated[int | None, BeforeValidator(_blank_is_none), Field(ge=0, le=1_000_000)]
+
+
+class LifecycleIn(BaseModel):
+    """The body of POST /api/v1/jobs/{job_id}/started|complete|failed (form or JSON)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    arguments: JsonText = None
+    job_class: Name = None
+    queue: Name = None
+    at: EventTime = Field(default=None, validation_alias=AliasChoices("at", "event_time"))
+    process: Name = Field(
+        default=None,
+        validation_alias=AliasChoices("process", "hostname"),
+        description="The Sidekiq process identity or host name.",
+    )
+    retry_count: Count = None
+    error_class: Name = None
+    error_message: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
+    scheduled_at: EventTime = None
+
+
+class QueuedIn(LifecycleIn):
+    """The body of POST /api/v1/jobs: the seed's four fields plus the optional ones."""
+
+    job_id: JobId
+
+
+class EventIn(LifecycleIn):
+    """One element of POST /api/v1/events: an event with its own name, jid and time."""
+
+    job_id: JobId = Field(validation_alias=AliasChoices("job_id", "jid"))
+    event: EventName
+
+
+class AcceptedOut(BaseModel):
+    job_id: str
+    event: EventName
+
+
+class BatchAcceptedOut(BaseModel):
+    accepted: int
+
+
+class JobOut(BaseModel):
+    """A ledger row with its derived durations (seconds)."""
+
+    jid: str
+    status: JobStatus
+    job_class: str | None
+    queue: str | None
+    arguments: str | None
+    arguments_truncated: bool
+    enqueued_at: datetime | None
+    scheduled_for: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    first_seen_at: datetime
+    last_event_at: datetime
+    attempts: int
+    error_class: str | None
+    error_message: str | None
+    process: str | None
+    requeued_as: str | None
+    wait_seconds: float | None
+    run_seconds: float | None
+    total_seconds: float | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        fields = {name: getattr(job, name) for name in cls.model_fields}
+        return cls.model_validate(fields)
+
+
+class TimelineEntryOut(BaseModel):
+    event: EventName
+    at: datetime
+    received_at: datetime
+    queue: str | None
+    job_class: str | None
+    process: str | None
+    retry_count: int | None
+    error_class: str | None
+    error_message: str | None
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> TimelineEntryOut:
+        return cls.model_validate({name: getattr(entry, name) for name in cls.model_fields})
+
+
+class JobDetailOut(JobOut):
+    timeline: list[TimelineEntryOut]
+
+
+class JobPageOut(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class PercentilesOut(BaseModel):
+    count: int
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, value: Percentiles) -> PercentilesOut:
+        return cls.model_validate({name: getattr(value, name) for name in cls.model_fields})
+
+
+class DurationsOut(BaseModel):
+    """Completed jobs with their durations, and percentiles over the newest completions."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+    queued_to_completed: PercentilesOut
+    started_to_completed: PercentilesOut
+    sample_limit: int = Field(description="Percentiles cover at most this many newest completions.")
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
+    fields: dict[str, str] | None = None

@@ -1,0 +1,89 @@
+"""Settings: the only module that reads the environment (prefix SUPERVISOR_, or a .env file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./supervisor.db"
+DRIVER_FOR_SCHEME = {
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mysql+asyncmy",
+    "mysql+asyncmy": "mysql+asyncmy",
+    "mariadb+asyncmy": "mysql+asyncmy",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+UNSUPPORTED_DATABASE = (
+    "SUPERVISOR_DATABASE_URL must be a MySQL/MariaDB URL (mysql://user:pass@host/db) "
+    "or an SQLite URL (sqlite:///path.db); got scheme {scheme!r}"
+)
+
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. Field names are the environment names without the prefix."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUPERVISOR_", env_file=".env", extra="ignore", case_sensitive=True
+    )
+
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    REDIS_URL: str = "redis://localhost:6379/0"
+    INGEST_TOKEN: SecretStr | None = None
+    ADMIN_TOKEN: SecretStr | None = None
+
+    HOST: str = "127.0.0.1"
+    PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
+    LOG_LEVEL: str = "info"
+
+    MAX_BODY_BYTES: Count = 1_048_576
+    MAX_ARGUMENTS_BYTES: Count = 65_536
+    MAX_ERROR_MESSAGE_CHARS: Count = 10_000
+    MAX_BATCH_EVENTS: Count = 1_000
+
+    WRITER_BATCH_SIZE: Count = 1_000
+    WRITER_MAX_PENDING: Count = 20_000
+    WRITER_CONNECTIONS: Count = 2
+    INGEST_TIMEOUT_SECONDS: Seconds = 5.0
+    DB_TIMEOUT_SECONDS: Seconds = 5.0
+    DB_POOL_SIZE: Count = 5
+    RETRY_AFTER_SECONDS: Count = 5
+    REDIS_TIMEOUT_SECONDS: Seconds = 2.0
+
+    PAGE_SIZE: Count = 50
+    MAX_PAGE_SIZE: Count = 500
+    DURATION_SAMPLE_SIZE: Count = 10_000
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = make_url(value).drivername
+        if scheme not in DRIVER_FOR_SCHEME:
+            raise ValueError(UNSUPPORTED_DATABASE.format(scheme=scheme))
+        return value
+
+    @cached_property
+    def database_url(self) -> URL:
+        """The URL with our async driver filled in (mysql:// becomes mysql+asyncmy://)."""
+        url = make_url(self.DATABASE_URL)
+        return url.set(drivername=DRIVER_FOR_SCHEME[url.drivername])
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.get_backend_name() == "sqlite"
+
+    def open_endpoints(self) -> list[str]:
+        """What runs without credentials, so start-up can say so loudly."""
+        open_ = []
+        if self.INGEST_TOKEN is None:
+            open_.append("ingest (SUPERVISOR_INGEST_TOKEN unset)")
+        if self.ADMIN_TOKEN is None:
+            open_.append("read API (SUPERVISOR_ADMIN_TOKEN unset)")
+        return open_

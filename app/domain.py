@@ -1,0 +1,181 @@
+"""Plain values shared by every package: lifecycle events, ledger rows, filters and pages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class EventName(enum.StrEnum):
+    """What a client reports about a job. The order of RANK breaks ties between equal times."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    STARTED = "started"
+    FAILED = "failed"
+    COMPLETE = "complete"
+
+
+# Lifecycle order: at the same event time the later stage wins, so duplicates and
+# out-of-order arrivals always settle on the same status.
+RANK: dict[EventName, int] = {name: rank for rank, name in enumerate(EventName, start=1)}
+
+
+class JobStatus(enum.StrEnum):
+    """A ledger row's status: the newest event's name, or a state the supervisor derived."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    STARTED = "started"
+    FAILED = "failed"
+    COMPLETE = "complete"
+    DEAD = "dead"
+    LOST = "lost"
+    REQUEUED = "requeued"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One validated lifecycle event, times in UTC (aware)."""
+
+    jid: str
+    event: EventName
+    at: datetime
+    received_at: datetime
+    job_class: str | None = None
+    queue: str | None = None
+    arguments: str | None = None
+    arguments_truncated: bool = False
+    process: str | None = None
+    retry_count: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    scheduled_at: datetime | None = None
+
+    @property
+    def attempt(self) -> int:
+        """Which run of the job this event belongs to: 0 before any run, 1 for the first.
+
+        Sidekiq's retry_count is absent on the first run and 0 on the first retry.
+        """
+        if self.event in (EventName.QUEUED, EventName.SCHEDULED):
+            return 0
+        return 1 if self.retry_count is None else self.retry_count + 2
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """Soft limits applied to accepted events: longer values are stored truncated."""
+
+    max_arguments_bytes: int
+    max_error_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What the console and the read API narrow the ledger by; every field is optional."""
+
+    arguments: str | None = None
+    statuses: tuple[JobStatus, ...] = ()
+    queue: str | None = None
+    job_class: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def with_statuses(self, *statuses: JobStatus) -> JobFilter:
+        return JobFilter(
+            arguments=self.arguments,
+            statuses=statuses,
+            queue=self.queue,
+            job_class=self.job_class,
+            since=self.since,
+            until=self.until,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A ledger row."""
+
+    jid: str
+    status: JobStatus
+    job_class: str | None
+    queue: str | None
+    arguments: str | None
+    arguments_truncated: bool
+    enqueued_at: datetime | None
+    scheduled_for: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    first_seen_at: datetime
+    last_event_at: datetime
+    attempts: int
+    error_class: str | None
+    error_message: str | None
+    process: str | None
+    requeued_as: str | None
+
+    @property
+    def wait_seconds(self) -> float | None:
+        return _seconds_between(self.enqueued_at, self.started_at)
+
+    @property
+    def run_seconds(self) -> float | None:
+        return _seconds_between(self.started_at, self.completed_at)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return _seconds_between(self.enqueued_at, self.completed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One stored event of a job, as received."""
+
+    event: EventName
+    at: datetime
+    received_at: datetime
+    queue: str | None
+    job_class: str | None
+    process: str | None
+    retry_count: int | None
+    error_class: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of jobs, newest first; pass next_cursor back for the next one."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """A duration distribution in seconds over `count` jobs (None when count is 0)."""
+
+    count: int
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DurationSummary:
+    """Percentiles of queued→completed and started→completed over the newest completions."""
+
+    queued_to_completed: Percentiles
+    started_to_completed: Percentiles
+    sample_limit: int
+    jobs: list[Job] = field(default_factory=list)
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()

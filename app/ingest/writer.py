@@ -1,0 +1,277 @@
+"""EventWriter: durable group commit. A request is answered only after its batch committed.
+
+Requests queue their events; a few flusher tasks each take what is waiting (up to a batch size),
+write it in one transaction and resolve every waiting request. While the database is down the
+writer fails fast (503 with Retry-After), keeps a bounded queue, and probes until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.domain import JobEvent
+from app.errors import InvalidInput, Unavailable
+from app.metrics.process import IngestMetrics
+from app.store.db import ping
+from app.store.ledger import (
+    LedgerConflict,
+    LedgerRefused,
+    LedgerUnavailable,
+    write_batch,
+)
+
+log = logging.getLogger(__name__)
+
+DATABASE_DOWN = "the ledger database is unavailable; nothing was stored, retry later"
+QUEUE_FULL = "the ledger writer is saturated ({pending} events waiting); retry later"
+NOT_CONFIRMED = "the ledger database did not confirm the write within {seconds:g}s; retry later"
+NOT_STORABLE = "the database refused this event: {reason}"
+STOPPING = "the service is shutting down; retry against another replica"
+NOT_WRITTEN = "the ledger writer failed on this batch; nothing acknowledged was lost, retry"
+
+MAX_CONFLICT_RETRIES = 3
+# What a failed write can raise when the database (not our data) is the problem.
+UNREACHABLE = (LedgerUnavailable, TimeoutError, OSError)
+PROBE_MAX_PAUSE_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class _Request:
+    events: Sequence[JobEvent]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A flusher's own connection, kept across batches and dropped after any failure."""
+
+    conn: AsyncConnection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterLimits:
+    batch_size: int
+    max_pending: int
+    connections: int
+    ingest_timeout_seconds: float
+    db_timeout_seconds: float
+    retry_after_seconds: int
+
+
+class EventWriter:
+    """Collects events from many requests and commits them in batches."""
+
+    def __init__(self, engine: AsyncEngine, limits: WriterLimits, metrics: IngestMetrics) -> None:
+        self._engine = engine
+        self._limits = limits
+        self._metrics = metrics
+        self._queue: deque[_Request] = deque()
+        self._pending_events = 0
+        self._wake = asyncio.Event()
+        self._flushers: list[asyncio.Task[None]] = []
+        self._slots: list[_Slot] = []
+        self._down = False
+        self._stopping = False
+
+    @property
+    def is_down(self) -> bool:
+        return self._down
+
+    async def start(self) -> None:
+        self._slots = [_Slot() for _ in range(self._limits.connections)]
+        self._flushers = [
+            asyncio.create_task(self._flush_forever(slot), name=f"ledger-writer-{n}")
+            for n, slot in enumerate(self._slots)
+        ]
+
+    async def stop(self) -> None:
+        """Stop taking events, write what is queued, then end the flushers."""
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._limits.ingest_timeout_seconds):
+                await asyncio.gather(*self._flushers, return_exceptions=True)
+        for task in self._flushers:
+            task.cancel()
+        await asyncio.gather(*self._flushers, return_exceptions=True)
+        self._fail_queued(Unavailable(STOPPING, retry_after_seconds=1))
+        for slot in self._slots:
+            if slot.conn is not None:
+                await slot.conn.invalidate()
+
+    async def submit(self, events: Sequence[JobEvent]) -> None:
+        """Return once `events` are committed; raise Unavailable (503) or InvalidInput (422)."""
+        self._admit(len(events))
+        request = _Request(events)
+        self._queue.append(request)
+        self._pending_events += len(events)
+        self._metrics.pending.set(self._pending_events)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self._limits.ingest_timeout_seconds):
+                await asyncio.shield(request.done)
+        except TimeoutError:
+            # Not acknowledged: the client retries; if the batch commits later, the ledger
+            # merge makes the repeat harmless.
+            raise self._unavailable(
+                NOT_CONFIRMED.format(seconds=self._limits.ingest_timeout_seconds)
+            ) from None
+
+    def _admit(self, count: int) -> None:
+        if self._stopping:
+            raise self._unavailable(STOPPING)
+        if self._down:
+            self._metrics.events_rejected.labels("database_down").inc(count)
+            raise self._unavailable(DATABASE_DOWN)
+        if self._pending_events + count > self._limits.max_pending:
+            self._metrics.events_rejected.labels("queue_full").inc(count)
+            raise self._unavailable(QUEUE_FULL.format(pending=self._pending_events))
+
+    def _unavailable(self, detail: str) -> Unavailable:
+        return Unavailable(detail, retry_after_seconds=self._limits.retry_after_seconds)
+
+    async def _flush_forever(self, slot: _Slot) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                try:
+                    await self._write(batch, slot)
+                except Exception:
+                    # The loop must outlive any bug: fail this batch (not acked), keep serving.
+                    log.exception("ledger writer failed unexpectedly; batch answered 503")
+                    for request in batch:
+                        _reject(request, self._unavailable(NOT_WRITTEN))
+                continue
+            if self._stopping:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _take(self) -> list[_Request]:
+        """Queued requests up to the batch size (at least one); a request is never split."""
+        batch: list[_Request] = []
+        size = 0
+        while self._queue and (
+            not batch or size + len(self._queue[0].events) <= self._limits.batch_size
+        ):
+            request = self._queue.popleft()
+            batch.append(request)
+            size += len(request.events)
+        self._pending_events -= size
+        self._metrics.pending.set(self._pending_events)
+        return batch
+
+    async def _write(self, batch: list[_Request], slot: _Slot) -> None:
+        events = [event for request in batch for event in request.events]
+        started = time.perf_counter()
+        try:
+            await self._commit_with_retries(events, slot)
+        except UNREACHABLE as exc:
+            await self._database_failed(batch, exc)
+            return
+        except LedgerRefused:
+            await self._write_one_by_one(batch, slot)
+            return
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(events))
+        self._count(events)
+        for request in batch:
+            _resolve(request)
+
+    async def _commit_with_retries(self, events: Sequence[JobEvent], slot: _Slot) -> None:
+        for attempt in range(MAX_CONFLICT_RETRIES + 1):
+            try:
+                await self._commit(events, slot)
+                return
+            except LedgerConflict as exc:
+                if attempt == MAX_CONFLICT_RETRIES:
+                    raise LedgerUnavailable(str(exc)) from exc
+
+    async def _commit(self, events: Sequence[JobEvent], slot: _Slot) -> None:
+        # One deadline over connecting, statements and commit. On any failure the connection
+        # is dropped without a rollback round trip, which could hang on a dead network.
+        async with asyncio.timeout(self._limits.db_timeout_seconds):
+            if slot.conn is None:
+                slot.conn = await self._engine.connect()
+            conn = slot.conn
+            try:
+                await write_batch(conn, events)
+            except BaseException:
+                slot.conn = None
+                await conn.invalidate()
+                raise
+
+    async def _write_one_by_one(self, batch: list[_Request], slot: _Slot) -> None:
+        """A batch the database refused as data: find which request it was, keep the rest."""
+        for request in batch:
+            try:
+                await self._commit_with_retries(request.events, slot)
+            except UNREACHABLE as exc:
+                await self._database_failed([request], exc)
+            except LedgerRefused as exc:
+                self._metrics.events_rejected.labels("refused").inc(len(request.events))
+                _reject(request, InvalidInput({"event": NOT_STORABLE.format(reason=exc)}))
+            else:
+                self._count(request.events)
+                _resolve(request)
+
+    async def _database_failed(self, batch: list[_Request], exc: BaseException) -> None:
+        log.error("ledger write failed, database marked down: %r", exc)
+        self._down = True
+        self._metrics.database_up.set(0)
+        for request in batch:
+            _reject(request, self._unavailable(DATABASE_DOWN))
+        self._fail_queued(self._unavailable(DATABASE_DOWN))
+        await self._probe_until_up()
+
+    async def _probe_until_up(self) -> None:
+        pause = 0.1
+        while not self._stopping:
+            try:
+                async with asyncio.timeout(self._limits.db_timeout_seconds):
+                    await ping(self._engine)
+            except (DBAPIError, TimeoutError, OSError) as exc:
+                log.warning("ledger database still unavailable: %s", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, PROBE_MAX_PAUSE_SECONDS)
+                continue
+            log.info("ledger database is back; accepting events again")
+            self._down = False
+            self._metrics.database_up.set(1)
+            return
+
+    def _fail_queued(self, error: Exception) -> None:
+        while self._queue:
+            request = self._queue.popleft()
+            self._pending_events -= len(request.events)
+            self._metrics.events_rejected.labels("database_down").inc(len(request.events))
+            _reject(request, error)
+        self._metrics.pending.set(self._pending_events)
+
+    def _count(self, events: Sequence[JobEvent]) -> None:
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.event.value] = counts.get(event.event.value, 0) + 1
+        for name, count in counts.items():
+            self._metrics.events_ingested.labels(name).inc(count)
+
+
+def _resolve(request: _Request) -> None:
+    if not request.done.done():
+        request.done.set_result(None)
+
+
+def _reject(request: _Request, error: Exception) -> None:
+    if not request.done.done():
+        request.done.set_exception(error)

@@ -1,0 +1,146 @@
+"""Composition root: create_app(settings) wires routes; the lifespan builds and tears down
+the engine, Redis client and event writer (in reverse)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from app import __version__
+from app.api import docs, health, ingest, jobs, metrics
+from app.config import Settings
+from app.deps import Resources
+from app.domain import EventLimits
+from app.errors import AppError
+from app.ingest.writer import EventWriter, WriterLimits
+from app.manager import JobManager
+from app.metrics.process import IngestMetrics
+from app.store.db import create_engine, create_sessionmaker
+
+log = logging.getLogger("app")
+STATIC = Path(__file__).parent / "web" / "static"
+DESCRIPTION = (
+    "Watches Sidekiq: lifecycle events from the middleware go into a durable job ledger. "
+    "Ingest routes answer 201 only once the event is committed."
+)
+
+
+class SupervisorApp(FastAPI):
+    """FastAPI plus a fast lane: the ingest POSTs go straight to their handler."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = ingest.match(scope["path"])
+            if route is not None:
+                await ingest.serve_fast(self.state.resources, route, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> SupervisorApp:
+    """The ASGI app; with no settings they come from the environment (SUPERVISOR_*)."""
+    settings = settings or Settings()
+    app = SupervisorApp(
+        title="Sidekiq Supervisor",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.registry = CollectorRegistry()
+    for module in (ingest, jobs, health, metrics, docs):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _install_error_handlers(app)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    redis = Redis.from_url(
+        settings.REDIS_URL,
+        client_name="sidekiq-supervisor",
+        socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
+    )
+    writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(app.state.registry))
+    await writer.start()
+    app.state.resources = Resources(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        writer=writer,
+        manager=JobManager(
+            create_sessionmaker(engine),
+            page_size=settings.PAGE_SIZE,
+            sample_limit=settings.DURATION_SAMPLE_SIZE,
+        ),
+        event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
+    )
+    for endpoint in settings.open_endpoints():
+        log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
+    try:
+        yield
+    finally:
+        await writer.stop()
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _writer_limits(settings: Settings) -> WriterLimits:
+    return WriterLimits(
+        batch_size=settings.WRITER_BATCH_SIZE,
+        max_pending=settings.WRITER_MAX_PENDING,
+        connections=1 if settings.is_sqlite else settings.WRITER_CONNECTIONS,
+        ingest_timeout_seconds=settings.INGEST_TIMEOUT_SECONDS,
+        db_timeout_seconds=settings.DB_TIMEOUT_SECONDS,
+        retry_after_seconds=settings.RETRY_AFTER_SECONDS,
+    )
+
+
+def _error(status: int, error: str, detail: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def app_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        extra = {"fields": exc.fields} if hasattr(exc, "fields") else {}
+        response = _error(exc.status, exc.error, exc.detail, **extra)
+        response.headers.update(exc.headers)
+        return response
+
+    async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = {
+            ".".join(str(part) for part in error["loc"][1:]) or "body": error["msg"]
+            for error in exc.errors()
+        }
+        detail = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
+        return _error(422, "invalid_input", detail, fields=fields)
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)

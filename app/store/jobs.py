@@ -1,0 +1,159 @@
+"""Reading the ledger: filtered, keyset-paged lists (newest activity first), one job, durations.
+
+Every list is ordered by (last_event_at, jid) descending, which an index serves directly for
+each single filter (status, queue, class, time range); the page is fetched with LIMIT n+1.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import EventName, Job, JobFilter, JobStatus, Page, TimelineEntry
+from app.errors import BadRequest
+from app.store.tables import JobEventRow, JobRow
+
+BAD_CURSOR = "cursor: not a cursor this API returned"
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+def _naive(moment: datetime) -> datetime:
+    """Naive UTC as stored; a naive input is taken to be UTC already."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        jid=row.jid,
+        status=JobStatus(row.status),
+        job_class=row.job_class,
+        queue=row.queue,
+        arguments=row.arguments,
+        arguments_truncated=bool(row.arguments_truncated),
+        enqueued_at=_aware(row.enqueued_at),
+        scheduled_for=_aware(row.scheduled_for),
+        started_at=_aware(row.started_at),
+        completed_at=_aware(row.completed_at),
+        failed_at=_aware(row.failed_at),
+        first_seen_at=row.first_seen_at.replace(tzinfo=UTC),
+        last_event_at=row.last_event_at.replace(tzinfo=UTC),
+        attempts=row.attempts,
+        error_class=row.error_class,
+        error_message=row.error_message,
+        process=row.process,
+        requeued_as=row.requeued_as,
+    )
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.last_event_at.isoformat()}|{job.jid}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (last_event_at, jid) a page ended at; BadRequest when it was not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, jid = raw.split("|", 1)
+        return datetime.fromisoformat(moment), jid
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(BAD_CURSOR) from exc
+
+
+def _conditions(flt: JobFilter) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = []
+    if flt.statuses:
+        found.append(JobRow.status.in_([s.value for s in flt.statuses]))
+    if flt.queue is not None:
+        found.append(JobRow.queue == flt.queue)
+    if flt.job_class is not None:
+        found.append(JobRow.job_class == flt.job_class)
+    if flt.arguments:
+        # autoescape: %, _ and the escape character itself match as plain text.
+        found.append(JobRow.arguments.contains(flt.arguments, autoescape=True))
+    if flt.since is not None:
+        found.append(JobRow.last_event_at >= _naive(flt.since))
+    if flt.until is not None:
+        found.append(JobRow.last_event_at < _naive(flt.until))
+    return found
+
+
+def _after(cursor: str | None) -> list[ColumnElement[bool]]:
+    if cursor is None:
+        return []
+    moment, jid = decode_cursor(cursor)
+    at = _naive(moment)
+    # Written as a range on last_event_at plus a tie-break so the index range scan applies.
+    return [
+        JobRow.last_event_at <= at,
+        or_(JobRow.last_event_at < at, and_(JobRow.last_event_at == at, JobRow.jid < jid)),
+    ]
+
+
+NEWEST_FIRST = (JobRow.last_event_at.desc(), JobRow.jid.desc())
+
+
+async def list_jobs(
+    session: AsyncSession, flt: JobFilter, *, limit: int, cursor: str | None = None
+) -> Page:
+    """One page of jobs matching `flt`, newest activity first."""
+    query = (
+        select(JobRow)
+        .where(*_conditions(flt), *_after(cursor))
+        .order_by(*NEWEST_FIRST)
+        .limit(limit + 1)
+    )
+    rows = (await session.scalars(query)).all()
+    jobs = [_job(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(jobs[-1]) if len(rows) > limit else None
+    return Page(items=jobs, next_cursor=next_cursor)
+
+
+async def get_job(session: AsyncSession, jid: str) -> Job | None:
+    row = await session.get(JobRow, jid)
+    return None if row is None else _job(row)
+
+
+async def get_timeline(session: AsyncSession, jid: str) -> list[TimelineEntry]:
+    """The job's events in event-time order, as received."""
+    query = (
+        select(JobEventRow).where(JobEventRow.jid == jid).order_by(JobEventRow.at, JobEventRow.id)
+    )
+    return [
+        TimelineEntry(
+            event=EventName(row.event),
+            at=row.at.replace(tzinfo=UTC),
+            received_at=row.received_at.replace(tzinfo=UTC),
+            queue=row.queue,
+            job_class=row.job_class,
+            process=row.process,
+            retry_count=row.retry_count,
+            error_class=row.error_class,
+            error_message=row.error_message,
+        )
+        for row in (await session.scalars(query)).all()
+    ]
+
+
+async def completion_times(
+    session: AsyncSession, flt: JobFilter, *, limit: int
+) -> list[tuple[datetime | None, datetime | None, datetime]]:
+    """(enqueued_at, started_at, completed_at) of the `limit` newest completed jobs in `flt`.
+
+    The sample percentiles are computed over: bounded, and served by the status index.
+    """
+    query = (
+        select(JobRow.enqueued_at, JobRow.started_at, JobRow.completed_at)
+        .where(*_conditions(flt.with_statuses(JobStatus.COMPLETE)))
+        .order_by(*NEWEST_FIRST)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).all()
+    return [(_aware(q), _aware(s), c.replace(tzinfo=UTC)) for q, s, c in rows if c is not None]

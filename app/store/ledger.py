@@ -1,0 +1,274 @@
+"""Writing events: the ledger upsert and the timeline insert, in one statement each per batch.
+
+This is the one dialect-specific spot. The upsert merges an event into its row so that any order
+or repetition of a job's events settles on the same row: every column is a max/min or is taken
+from the event with the greatest key (event time in µs * 8 + lifecycle rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.domain import RANK, EventName, JobEvent
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+INSERT_COLUMNS = (
+    "jid job_class queue arguments arguments_truncated info_key status status_key enqueued_at "
+    "scheduled_for started_at completed_at failed_at first_seen_at last_event_at attempts "
+    "error_class error_message process"
+).split()
+
+# Assignment order matters on MySQL/MariaDB: a later expression sees the columns already
+# assigned, so each key column (status_key, info_key, started_at, failed_at) comes after the
+# columns whose choice depends on it. SQLite evaluates all against the old row; both agree.
+UPSERT_ASSIGNMENTS = """
+status = CASE WHEN {new[status_key]} > status_key THEN {new[status]} ELSE status END,
+job_class = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
+    THEN {new[job_class]} ELSE job_class END,
+queue = CASE WHEN {new[info_key]} > COALESCE(info_key, -1) THEN {new[queue]} ELSE queue END,
+arguments = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
+    THEN {new[arguments]} ELSE arguments END,
+arguments_truncated = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
+    THEN {new[arguments_truncated]} ELSE arguments_truncated END,
+info_key = COALESCE({greatest}(info_key, {new[info_key]}), info_key, {new[info_key]}),
+process = CASE WHEN {new[started_at]} IS NOT NULL
+    AND (started_at IS NULL OR {new[started_at]} > started_at) THEN {new[process]} ELSE process END,
+error_class = CASE WHEN {new[failed_at]} IS NOT NULL
+    AND (failed_at IS NULL OR {new[failed_at]} > failed_at)
+    THEN {new[error_class]} ELSE error_class END,
+error_message = CASE WHEN {new[failed_at]} IS NOT NULL
+    AND (failed_at IS NULL OR {new[failed_at]} > failed_at)
+    THEN {new[error_message]} ELSE error_message END,
+enqueued_at = COALESCE({least}(enqueued_at, {new[enqueued_at]}), enqueued_at, {new[enqueued_at]}),
+scheduled_for = COALESCE(
+    {greatest}(scheduled_for, {new[scheduled_for]}), scheduled_for, {new[scheduled_for]}),
+started_at = COALESCE({greatest}(started_at, {new[started_at]}), started_at, {new[started_at]}),
+completed_at = COALESCE(
+    {greatest}(completed_at, {new[completed_at]}), completed_at, {new[completed_at]}),
+failed_at = COALESCE({greatest}(failed_at, {new[failed_at]}), failed_at, {new[failed_at]}),
+first_seen_at = {least}(first_seen_at, {new[first_seen_at]}),
+last_event_at = {greatest}(last_event_at, {new[last_event_at]}),
+attempts = {greatest}(attempts, {new[attempts]}),
+status_key = {greatest}(status_key, {new[status_key]})
+"""
+
+TIMELINE_COLUMNS = (
+    "jid event at received_at queue job_class process retry_count error_class error_message"
+).split()
+
+
+def _upsert(dialect: str, values: str) -> str:
+    columns = ", ".join(INSERT_COLUMNS)
+    if dialect == "sqlite":
+        new = {c: f"excluded.{c}" for c in INSERT_COLUMNS}
+        tail = "ON CONFLICT (jid) DO UPDATE SET" + UPSERT_ASSIGNMENTS.format(
+            new=new, greatest="max", least="min"
+        )
+    else:
+        # VALUES(col) rather than a row alias: MariaDB has no row alias.
+        new = {c: f"VALUES({c})" for c in INSERT_COLUMNS}
+        tail = "ON DUPLICATE KEY UPDATE" + UPSERT_ASSIGNMENTS.format(
+            new=new, greatest="GREATEST", least="LEAST"
+        )
+    return f"INSERT INTO jobs ({columns}) VALUES {values} {tail}"
+
+
+def _timeline(values: str) -> str:
+    return f"INSERT INTO job_events ({', '.join(TIMELINE_COLUMNS)}) VALUES {values}"
+
+
+SQLITE_UPSERT = _upsert("sqlite", "(" + ", ".join("?" * len(INSERT_COLUMNS)) + ")")
+SQLITE_TIMELINE = _timeline("(" + ", ".join("?" * len(TIMELINE_COLUMNS)) + ")")
+# MySQL statements keep a {values} hole for the rendered multi-row VALUES list.
+MYSQL_UPSERT = _upsert("mysql", "{values}")
+MYSQL_TIMELINE = _timeline("{values}")
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    # Stored as naive UTC: MySQL DATETIME has no zone.
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sqlite_time(moment: datetime | None) -> str | None:
+    # The text form SQLAlchemy's SQLite DateTime reads and writes (always with microseconds),
+    # so stored times compare correctly as strings.
+    naive = _naive(moment)
+    return None if naive is None else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def event_key(event: JobEvent) -> int:
+    """Orders events: later time first, then later lifecycle stage. Fits a signed BIGINT."""
+    return ((event.at - EPOCH) // MICROSECOND) * 8 + RANK[event.event]
+
+
+def _ledger_row(event: JobEvent, encode: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
+    """The upsert's parameters, in INSERT_COLUMNS order."""
+    key = event_key(event)
+    at = encode(event.at)
+    name = event.event
+    return (
+        event.jid,
+        event.job_class,
+        event.queue,
+        event.arguments,
+        int(event.arguments_truncated),
+        key if event.job_class is not None else None,
+        name.value,
+        key,
+        at if name is EventName.QUEUED else None,
+        encode(event.scheduled_at) if name is EventName.SCHEDULED else None,
+        at if name is EventName.STARTED else None,
+        at if name is EventName.COMPLETE else None,
+        at if name is EventName.FAILED else None,
+        at,
+        at,
+        event.attempt,
+        event.error_class,
+        event.error_message,
+        event.process if name is EventName.STARTED else None,
+    )
+
+
+def _timeline_row(event: JobEvent, encode: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
+    """The timeline insert's parameters, in TIMELINE_COLUMNS order."""
+    return (
+        event.jid,
+        event.event.value,
+        encode(event.at),
+        encode(event.received_at),
+        event.queue,
+        event.job_class,
+        event.process,
+        event.retry_count,
+        event.error_class,
+        event.error_message,
+    )
+
+
+class LedgerError(Exception):
+    """A batch was not written; the subclass says whether retrying can help."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be reached or lost the connection: nothing was committed."""
+
+
+class LedgerConflict(LedgerError):
+    """A deadlock or lock wait timeout rolled the batch back: safe to retry at once."""
+
+
+class LedgerRefused(LedgerError):
+    """The database refused the data itself: retrying the same rows will fail again."""
+
+
+# MySQL error codes: 1205 lock wait timeout, 1213 deadlock; 2000-2999 are client-side
+# connection errors; the rest mean the server is gone, shutting down or refusing connections.
+MYSQL_CONFLICTS = {1205, 1213}
+MYSQL_SERVER_GONE = {1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161}
+
+
+def _translated(conn: AsyncConnection, exc: Exception) -> Exception:
+    """The driver's error as a LedgerError; anything else unchanged."""
+    dbapi = conn.dialect.loaded_dbapi
+    if isinstance(exc, OSError | TimeoutError) or not isinstance(exc, dbapi.Error):
+        return exc
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    if code in MYSQL_CONFLICTS:
+        return LedgerConflict(str(exc))
+    connection_lost = code is not None and (2000 <= code < 3000 or code in MYSQL_SERVER_GONE)
+    lost_types = tuple(
+        getattr(dbapi, name, OSError) for name in ("OperationalError", "InterfaceError")
+    )
+    if connection_lost or isinstance(exc, lost_types):
+        return LedgerUnavailable(str(exc))
+    return LedgerRefused(str(exc))
+
+
+async def write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None:
+    """Merge events into the ledger, append them to the timeline, and commit.
+
+    Raises LedgerError subclasses (or OSError/TimeoutError) when nothing was committed.
+    """
+    try:
+        await _write_batch(conn, events)
+    except Exception as exc:
+        translated = _translated(conn, exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+
+
+async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None:
+    """Merge events into the ledger, append them to the timeline, and commit.
+
+    The ingest hot path, so it talks to the driver directly and owns its transaction: on
+    MySQL each statement is one multi-row INSERT rendered here (asyncmy's own parameter
+    escaping cost more than the database's work); on SQLite, executemany with parameters.
+    Rows go in jid order so concurrent batches lock rows in the same order.
+    """
+    if not events:
+        return
+    ordered = sorted(events, key=lambda e: e.jid)
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "an open connection always has its driver connection"
+    if conn.dialect.name == "sqlite":
+        await driver.executemany(SQLITE_UPSERT, [_ledger_row(e, _sqlite_time) for e in ordered])
+        await driver.executemany(SQLITE_TIMELINE, [_timeline_row(e, _sqlite_time) for e in ordered])
+    else:
+        quote = _quoter(driver)
+        upserts = _rendered(MYSQL_UPSERT, [_ledger_row(e, _naive) for e in ordered], quote)
+        inserts = _rendered(MYSQL_TIMELINE, [_timeline_row(e, _naive) for e in ordered], quote)
+        async with driver.cursor() as cursor:
+            for statement in (*upserts, *inserts):
+                await cursor.execute(statement)
+    await driver.commit()
+
+
+# MySQL literals -----------------------------------------------------------------------------
+# The escape table of MySQL's own client library (and PyMySQL's escape_string).
+BACKSLASH_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "'": "\\'", '"': '\\"'}
+)
+SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
+# Well under MySQL's and asyncmy's 16 MiB max_allowed_packet, even at 4 bytes a character.
+MAX_STATEMENT_CHARS = 2 * 1024 * 1024
+
+
+def _quoter(driver: Any) -> Callable[[str], str]:
+    """How to quote a string on this connection (the sql_mode may turn off backslash escapes)."""
+    if driver.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        return lambda text: "'" + text.replace("'", "''") + "'"
+    return lambda text: "'" + text.translate(BACKSLASH_ESCAPES) + "'"
+
+
+def _literal(value: Any, quote: Callable[[str], str]) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, datetime):
+        return "'" + value.isoformat(" ") + "'"
+    return str(int(value))
+
+
+def _rendered(
+    template: str, rows: list[tuple[Any, ...]], quote: Callable[[str], str]
+) -> Iterator[str]:
+    """The statements for `rows`, each under MAX_STATEMENT_CHARS (max_allowed_packet)."""
+    chunk: list[str] = []
+    size = 0
+    for row in rows:
+        rendered = "(" + ",".join([_literal(value, quote) for value in row]) + ")"
+        if chunk and size + len(rendered) > MAX_STATEMENT_CHARS:
+            yield template.format(values=",".join(chunk))
+            chunk, size = [], 0
+        chunk.append(rendered)
+        size += len(rendered) + 1
+    if chunk:
+        yield template.format(values=",".join(chunk))

@@ -1,0 +1,91 @@
+"""The ledger's tables. The schema only changes through migrations/; a test checks they agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Microsecond precision on MySQL/MariaDB (plain DATETIME drops the fraction).
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Job ids are case-sensitive identifiers, not words: compare them byte for byte.
+Identifier = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+# TEXT stops at 65,535 bytes on MySQL; arguments may use the whole soft limit and more.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobRow(Base):
+    """One row per jid: the job's settled state, whatever order its events arrived in."""
+
+    __tablename__ = "jobs"
+
+    jid: Mapped[str] = mapped_column(Identifier, primary_key=True)
+    job_class: Mapped[str | None] = mapped_column(String(255))
+    queue: Mapped[str | None] = mapped_column(String(255))
+    arguments: Mapped[str | None] = mapped_column(LongText)
+    arguments_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # (event time in µs) * 8 + lifecycle rank of the newest event that carried class/queue/args.
+    info_key: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    # Same encoding for the newest event overall: it decides `status`.
+    status_key: Mapped[int] = mapped_column(BigInteger)
+    enqueued_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    scheduled_for: Mapped[datetime | None] = mapped_column(Timestamp)
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    failed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    first_seen_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_event_at: Mapped[datetime] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_class: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    process: Mapped[str | None] = mapped_column(String(255))
+    requeued_as: Mapped[str | None] = mapped_column(Identifier)
+
+    __table_args__ = (
+        Index(None, "last_event_at", "jid"),
+        Index(None, "status", "last_event_at", "jid"),
+        Index(None, "queue", "last_event_at", "jid"),
+        Index(None, "job_class", "last_event_at", "jid"),
+        TABLE_OPTIONS,
+    )
+
+
+class JobEventRow(Base):
+    """The append-only timeline: every accepted event as received."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    jid: Mapped[str] = mapped_column(Identifier)
+    event: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    received_at: Mapped[datetime] = mapped_column(Timestamp)
+    queue: Mapped[str | None] = mapped_column(String(255))
+    job_class: Mapped[str | None] = mapped_column(String(255))
+    process: Mapped[str | None] = mapped_column(String(255))
+    retry_count: Mapped[int | None] = mapped_column(Integer)
+    error_class: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(None, "jid", "at"),
+        Index(None, "received_at"),
+        TABLE_OPTIONS,
+    )

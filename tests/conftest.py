@@ -1,0 +1,124 @@
+"""Shared fixtures: a throwaway MariaDB schema and an SQLite file (both migrated with Alembic),
+a Redis database flushed per test, and the app with its lifespan running in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncmy
+import pytest
+from alembic import command
+from httpx import ASGITransport, AsyncClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.cli.main import alembic_config
+from app.config import Settings
+from app.main import SupervisorApp, create_app
+from app.store.db import create_engine
+
+MYSQL_URL = os.environ.get("SUPERVISOR_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BACKENDS = ["mysql", "sqlite"]
+
+
+async def _mysql_admin(sql: str) -> None:
+    url = make_url(MYSQL_URL)
+    conn = await asyncmy.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+    )
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql)
+    finally:
+        conn.close()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "DB_TIMEOUT_SECONDS": 5.0,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+def migrate(database_url: str) -> None:
+    command.upgrade(alembic_config(make_settings(database_url)), "head")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB/MySQL database for this test session, migrated to head."""
+    name = f"supervisor_test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_mysql_admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = make_url(MYSQL_URL).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    asyncio.run(_mysql_admin(f"DROP DATABASE IF EXISTS {name}"))
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("sqlite") / "supervisor.db"
+    url = f"sqlite:///{path}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses it runs once on MariaDB and once on the embedded SQLite default."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database, emptied before the test."""
+    engine = create_engine(settings, name="supervisor-tests")
+    async with engine.begin() as conn:
+        for table in ("jobs", "job_events"):
+            await conn.execute(text(f"DELETE FROM {table}"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[SupervisorApp]:
+    """The app with its lifespan running (engine, Redis client, writer)."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: SupervisorApp) -> AsyncIterator[AsyncClient]:
+    transport = ASGITransport(app=app)
+    async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
+        yield http
