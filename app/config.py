@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -22,6 +22,12 @@ UNSUPPORTED_DATABASE = (
     "SUPERVISOR_DATABASE_URL must be a MySQL/MariaDB URL (mysql://user:pass@host/db) "
     "or an SQLite URL (sqlite:///path.db); got scheme {scheme!r}"
 )
+
+BATCH_TOO_BIG = (
+    "SUPERVISOR_MAX_BATCH_EVENTS must not exceed SUPERVISOR_WRITER_BATCH_SIZE: "
+    "a batch request is committed in one transaction"
+)
+PAGE_TOO_BIG = "SUPERVISOR_PAGE_SIZE must not exceed SUPERVISOR_MAX_PAGE_SIZE"
 
 Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
@@ -41,7 +47,7 @@ class Settings(BaseSettings):
 
     HOST: str = "127.0.0.1"
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
-    LOG_LEVEL: str = "info"
+    LOG_LEVEL: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     MAX_BODY_BYTES: Count = 1_048_576
     MAX_ARGUMENTS_BYTES: Count = 65_536
@@ -68,6 +74,14 @@ class Settings(BaseSettings):
         if scheme not in DRIVER_FOR_SCHEME:
             raise ValueError(UNSUPPORTED_DATABASE.format(scheme=scheme))
         return value
+
+    @model_validator(mode="after")
+    def _limits_fit_together(self) -> Self:
+        if self.MAX_BATCH_EVENTS > self.WRITER_BATCH_SIZE:
+            raise ValueError(BATCH_TOO_BIG)
+        if self.PAGE_SIZE > self.MAX_PAGE_SIZE:
+            raise ValueError(PAGE_TOO_BIG)
+        return self
 
     @cached_property
     def database_url(self) -> URL:

@@ -57,6 +57,8 @@ class _Slot:
     """A flusher's own connection, kept across batches and dropped after any failure."""
 
     conn: AsyncConnection | None = None
+    # The writer's outage count when `conn` was opened; see _commit.
+    outages: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class EventWriter:
         self._flushers: list[asyncio.Task[None]] = []
         self._slots: list[_Slot] = []
         self._down = False
+        self._outages = 0
         self._stopping = False
 
     @property
@@ -202,8 +205,15 @@ class EventWriter:
         # One deadline over connecting, statements and commit. On any failure the connection
         # is dropped without a rollback round trip, which could hang on a dead network.
         async with asyncio.timeout(self._limits.db_timeout_seconds):
+            if slot.conn is not None and slot.outages != self._outages:
+                # Opened before an outage another flusher saw: the server or the network
+                # most likely dropped it, and failing on it would mark the database down
+                # again just after it came back. Drop it unused.
+                stale, slot.conn = slot.conn, None
+                await stale.invalidate()
             if slot.conn is None:
-                slot.conn = await self._engine.connect()
+                slot.conn = await self._connect()
+                slot.outages = self._outages
             conn = slot.conn
             try:
                 await write_batch(conn, events)
@@ -211,6 +221,14 @@ class EventWriter:
                 slot.conn = None
                 await conn.invalidate()
                 raise
+
+    async def _connect(self) -> AsyncConnection:
+        # Connecting happens outside write_batch's error translation, so SQLAlchemy's wrapper
+        # of a refused or reset connection arrives here; it means unreachable, not bad data.
+        try:
+            return await self._engine.connect()
+        except DBAPIError as exc:
+            raise LedgerUnavailable(str(exc.orig or exc)) from exc
 
     async def _write_one_by_one(self, batch: list[_Request], slot: _Slot) -> None:
         """A batch the database refused as data: find which request it was, keep the rest."""
@@ -229,6 +247,7 @@ class EventWriter:
     async def _database_failed(self, batch: list[_Request], exc: BaseException) -> None:
         log.error("ledger write failed, database marked down: %r", exc)
         self._down = True
+        self._outages += 1
         self._metrics.database_up.set(0)
         for request in batch:
             _reject(request, self._unavailable(DATABASE_DOWN))

@@ -1,0 +1,92 @@
+"""The `sidekiq-supervisor` command, run as a user would (a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.api.test_jobs_read import lifecycle, seed
+from tests.conftest import REDIS_URL
+
+
+def run(
+    *args: str, database_url: str, cwd: Path, stdin: str = "", redis_url: str = REDIS_URL
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SUPERVISOR_DATABASE_URL": database_url,
+        "SUPERVISOR_REDIS_URL": redis_url,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_health_prints_one_line_per_check_and_exits_0(
+    database_url: str, tmp_path: Path
+) -> None:
+    done = run("health", database_url=database_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ok", "database"], ["ok", "redis"]]
+
+
+async def test_health_exits_1_when_redis_is_down(database_url: str, tmp_path: Path) -> None:
+    done = run("health", database_url=database_url, cwd=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[1].startswith("FAIL redis")
+
+
+async def test_jobs_commands_print_tables(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(
+        engine,
+        lifecycle("waiting-job", start=0, arguments='["invoice 7"]'),
+        lifecycle("running-job", start=1, wait=1, arguments='["invoice 8"]'),
+        lifecycle("finished-job", start=2, wait=1, run=3, queue="mail"),
+    )
+    queued = run("jobs", "queued", database_url=database_url, cwd=tmp_path)
+    uncompleted = run("jobs", "uncompleted", "invoice", database_url=database_url, cwd=tmp_path)
+    everything = run("jobs", "all", "--limit", "2", database_url=database_url, cwd=tmp_path)
+    durations = run("jobs", "durations", "--queue", "mail", database_url=database_url, cwd=tmp_path)
+    assert "waiting-job" in queued.stdout
+    assert "running-job" not in queued.stdout
+    assert "running-job" in uncompleted.stdout
+    assert "1 job(s)" in uncompleted.stdout
+    assert "--cursor" in everything.stdout
+    assert "finished-job" in durations.stdout
+    assert "started→completed  n=1  p50 3.00 s" in durations.stdout
+
+
+async def test_console_has_a_manager_and_top_level_await(
+    database_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(engine, lifecycle("console-job", start=0, wait=1))
+    script = (
+        "page = await manager.uncompleted_jobs()\nprint('found', [j.jid for j in page.items])\n"
+    )
+    done = run("console", database_url=database_url, cwd=tmp_path, stdin=script)
+    assert done.returncode == 0, done.stderr
+    assert "found ['console-job']" in done.stdout
+
+
+def test_migrate_creates_the_schema_in_a_new_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    migrated = run("migrate", database_url=url, cwd=tmp_path)
+    listed = run("jobs", "all", database_url=url, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "0 job(s)" in listed.stdout
