@@ -39,7 +39,8 @@ def job_events(draw: st.DrawFn) -> list[JobEvent]:
     )
     events = []
     for offset, name in sorted(keys):
-        described: dict[str, Any] = dict(draw(descriptors) or {})
+        drawn = draw(descriptors)
+        described: dict[str, Any] = drawn if drawn is not None else {}
         at = BASE + timedelta(milliseconds=250 * offset)
         events.append(
             JobEvent(
