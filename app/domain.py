@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+
+ZERO = timedelta(0)
+NOT_UTC = "event times must be timezone-aware UTC, got {moment!r}"
 
 
 class EventName(enum.StrEnum):
@@ -37,7 +41,7 @@ class JobStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """One validated lifecycle event, times in UTC (aware)."""
+    """One validated lifecycle event. Times are timezone-aware UTC (the store relies on it)."""
 
     jid: str
     event: EventName
@@ -52,6 +56,11 @@ class JobEvent:
     error_class: str | None = None
     error_message: str | None = None
     scheduled_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for moment in (self.at, self.received_at, self.scheduled_at):
+            if moment is not None and moment.utcoffset() != ZERO:
+                raise ValueError(NOT_UTC.format(moment=moment))
 
     @property
     def attempt(self) -> int:

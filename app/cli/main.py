@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,9 @@ def serve(
     from app.main import create_app
 
     settings = Settings()
+    logging.basicConfig(
+        level=settings.LOG_LEVEL.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
     gc.collect()
     gc.freeze()

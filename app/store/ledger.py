@@ -8,6 +8,7 @@ from the event with the greatest key (event time in µs * 8 + lifecycle rank).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,16 +91,26 @@ MYSQL_UPSERT = _upsert("mysql", "{values}")
 MYSQL_TIMELINE = _timeline("{values}")
 
 
-def _naive(moment: datetime | None) -> datetime | None:
-    # Stored as naive UTC: MySQL DATETIME has no zone.
-    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How row values reach the driver: as parameters (SQLite) or as SQL literals (MySQL)."""
+
+    text: Callable[[str | None], Any]
+    time: Callable[[datetime | None], Any]
+    number: Callable[[int | None], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _sqlite_time(moment: datetime | None) -> str | None:
     # The text form SQLAlchemy's SQLite DateTime reads and writes (always with microseconds),
-    # so stored times compare correctly as strings.
-    naive = _naive(moment)
-    return None if naive is None else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+    # so stored times compare correctly as strings. Event times are always UTC.
+    return None if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+SQLITE_ENCODING = Encoding(text=_same, time=_sqlite_time, number=_same)
 
 
 def event_key(event: JobEvent) -> int:
@@ -107,47 +118,48 @@ def event_key(event: JobEvent) -> int:
     return ((event.at - EPOCH) // MICROSECOND) * 8 + RANK[event.event]
 
 
-def _ledger_row(event: JobEvent, encode: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
-    """The upsert's parameters, in INSERT_COLUMNS order."""
+def _ledger_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
+    """The upsert's values, in INSERT_COLUMNS order."""
     key = event_key(event)
-    at = encode(event.at)
     name = event.event
+    at = enc.time(event.at)
+    null = enc.number(None)
     return (
-        event.jid,
-        event.job_class,
-        event.queue,
-        event.arguments,
-        int(event.arguments_truncated),
-        key if event.job_class is not None else None,
-        name.value,
-        key,
-        at if name is EventName.QUEUED else None,
-        encode(event.scheduled_at) if name is EventName.SCHEDULED else None,
-        at if name is EventName.STARTED else None,
-        at if name is EventName.COMPLETE else None,
-        at if name is EventName.FAILED else None,
+        enc.text(event.jid),
+        enc.text(event.job_class),
+        enc.text(event.queue),
+        enc.text(event.arguments),
+        enc.number(int(event.arguments_truncated)),
+        enc.number(key if event.job_class is not None else None),
+        enc.text(name.value),
+        enc.number(key),
+        at if name is EventName.QUEUED else null,
+        enc.time(event.scheduled_at) if name is EventName.SCHEDULED else null,
+        at if name is EventName.STARTED else null,
+        at if name is EventName.COMPLETE else null,
+        at if name is EventName.FAILED else null,
         at,
         at,
-        event.attempt,
-        event.error_class,
-        event.error_message,
-        event.process if name is EventName.STARTED else None,
+        enc.number(event.attempt),
+        enc.text(event.error_class),
+        enc.text(event.error_message),
+        enc.text(event.process) if name is EventName.STARTED else null,
     )
 
 
-def _timeline_row(event: JobEvent, encode: Callable[[datetime | None], Any]) -> tuple[Any, ...]:
-    """The timeline insert's parameters, in TIMELINE_COLUMNS order."""
+def _timeline_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
+    """The timeline insert's values, in TIMELINE_COLUMNS order."""
     return (
-        event.jid,
-        event.event.value,
-        encode(event.at),
-        encode(event.received_at),
-        event.queue,
-        event.job_class,
-        event.process,
-        event.retry_count,
-        event.error_class,
-        event.error_message,
+        enc.text(event.jid),
+        enc.text(event.event.value),
+        enc.time(event.at),
+        enc.time(event.received_at),
+        enc.text(event.queue),
+        enc.text(event.job_class),
+        enc.text(event.process),
+        enc.number(event.retry_count),
+        enc.text(event.error_class),
+        enc.text(event.error_message),
     )
 
 
@@ -218,12 +230,14 @@ async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> Non
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "an open connection always has its driver connection"
     if conn.dialect.name == "sqlite":
-        await driver.executemany(SQLITE_UPSERT, [_ledger_row(e, _sqlite_time) for e in ordered])
-        await driver.executemany(SQLITE_TIMELINE, [_timeline_row(e, _sqlite_time) for e in ordered])
+        await driver.executemany(SQLITE_UPSERT, [_ledger_row(e, SQLITE_ENCODING) for e in ordered])
+        await driver.executemany(
+            SQLITE_TIMELINE, [_timeline_row(e, SQLITE_ENCODING) for e in ordered]
+        )
     else:
-        quote = _quoter(driver)
-        upserts = _rendered(MYSQL_UPSERT, [_ledger_row(e, _naive) for e in ordered], quote)
-        inserts = _rendered(MYSQL_TIMELINE, [_timeline_row(e, _naive) for e in ordered], quote)
+        enc = _mysql_encoding(driver)
+        upserts = _rendered(MYSQL_UPSERT, [_ledger_row(e, enc) for e in ordered])
+        inserts = _rendered(MYSQL_TIMELINE, [_timeline_row(e, enc) for e in ordered])
         async with driver.cursor() as cursor:
             for statement in (*upserts, *inserts):
                 await cursor.execute(statement)
@@ -240,31 +254,36 @@ SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
 MAX_STATEMENT_CHARS = 2 * 1024 * 1024
 
 
-def _quoter(driver: Any) -> Callable[[str], str]:
-    """How to quote a string on this connection (the sql_mode may turn off backslash escapes)."""
+def _mysql_encoding(driver: Any) -> Encoding:
+    """SQL literals for this connection (its sql_mode may turn backslash escapes off)."""
     if driver.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES:
-        return lambda text: "'" + text.replace("'", "''") + "'"
-    return lambda text: "'" + text.translate(BACKSLASH_ESCAPES) + "'"
+        return Encoding(text=_quote_doubling, time=_mysql_time, number=_mysql_number)
+    return Encoding(text=_quote_escaping, time=_mysql_time, number=_mysql_number)
 
 
-def _literal(value: Any, quote: Callable[[str], str]) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return quote(value)
-    if isinstance(value, datetime):
-        return "'" + value.isoformat(" ") + "'"
-    return str(int(value))
+def _quote_escaping(text: str | None) -> str:
+    return "NULL" if text is None else "'" + text.translate(BACKSLASH_ESCAPES) + "'"
 
 
-def _rendered(
-    template: str, rows: list[tuple[Any, ...]], quote: Callable[[str], str]
-) -> Iterator[str]:
-    """The statements for `rows`, each under MAX_STATEMENT_CHARS (max_allowed_packet)."""
+def _quote_doubling(text: str | None) -> str:
+    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+
+
+def _mysql_time(moment: datetime | None) -> str:
+    # Event times are always UTC; DATETIME(6) stores them without a zone.
+    return "NULL" if moment is None else "'" + moment.replace(tzinfo=None).isoformat(" ") + "'"
+
+
+def _mysql_number(value: int | None) -> str:
+    return "NULL" if value is None else str(value)
+
+
+def _rendered(template: str, rows: list[tuple[Any, ...]]) -> Iterator[str]:
+    """The statements for rows of literals, each under MAX_STATEMENT_CHARS (max_allowed_packet)."""
     chunk: list[str] = []
     size = 0
     for row in rows:
-        rendered = "(" + ",".join([_literal(value, quote) for value in row]) + ")"
+        rendered = "(" + ",".join(row) + ")"
         if chunk and size + len(rendered) > MAX_STATEMENT_CHARS:
             yield template.format(values=",".join(chunk))
             chunk, size = [], 0

@@ -18,10 +18,7 @@ Identifier = String(255).with_variant(
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "pk": "pk_%(table_name)s",
-}
+NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s"}
 
 
 class Base(DeclarativeBase):

@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("process", sa.String(255), nullable=True),
         sa.Column("requeued_as", identifier(), nullable=True),
-        sa.PrimaryKeyConstraint("jid", name="pk_jobs"),
+        sa.PrimaryKeyConstraint("jid"),
         **TABLE_OPTIONS,
     )
     for columns in (
@@ -82,7 +82,7 @@ def upgrade() -> None:
         sa.Column("retry_count", sa.Integer(), nullable=True),
         sa.Column("error_class", sa.String(255), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_job_events"),
+        sa.PrimaryKeyConstraint("id"),
         **TABLE_OPTIONS,
     )
     op.create_index("ix_job_events_jid_at", "job_events", ["jid", "at"])
