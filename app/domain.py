@@ -6,7 +6,6 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-
 ZERO = timedelta(0)
 NOT_UTC = "event times must be timezone-aware UTC, got {moment!r}"
 
@@ -188,3 +187,77 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     if start is None or end is None:
         return None
     return (end - start).total_seconds()
+
+
+# Sidekiq's Redis, as one snapshot --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One Sidekiq queue: its length and the age of its oldest job (Sidekiq's Queue#latency)."""
+
+    name: str
+    size: int
+    latency_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """One live Sidekiq process (its heartbeat hash still exists)."""
+
+    identity: str
+    hostname: str
+    pid: int | None
+    tag: str | None
+    queues: tuple[str, ...]
+    labels: tuple[str, ...]
+    concurrency: int
+    busy: int
+    quiet: bool
+    rss_kb: int | None
+    beat: datetime | None
+    started_at: datetime | None
+    version: str | None
+    embedded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BusyJob:
+    """A job running now, from its process's busy-work hash (up to one heartbeat stale)."""
+
+    process: str
+    tid: str
+    queue: str
+    jid: str | None
+    job_class: str | None
+    run_at: datetime
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the sampler read from Sidekiq's Redis in one tick."""
+
+    taken_at: datetime
+    processed: int
+    failed: int
+    scheduled: int
+    retries: int
+    dead: int
+    processes_size: int
+    queues: tuple[QueueStats, ...]
+    processes: tuple[ProcessInfo, ...]
+    busy_jobs: tuple[BusyJob, ...]
+    round_trips: int = 0
+
+    @property
+    def enqueued(self) -> int:
+        return sum(queue.size for queue in self.queues)
+
+    @property
+    def workers(self) -> int:
+        return sum(process.concurrency for process in self.processes)
+
+    @property
+    def busy(self) -> int:
+        return sum(process.busy for process in self.processes)

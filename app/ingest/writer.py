@@ -153,8 +153,7 @@ class EventWriter:
                 except Exception:
                     # The loop must outlive any bug: fail this batch (not acked), keep serving.
                     log.exception("ledger writer failed unexpectedly; batch answered 503")
-                    for request in batch:
-                        _reject(request, self._unavailable(NOT_WRITTEN))
+                    self._reject_all(batch, self._unavailable(NOT_WRITTEN), reason="writer_error")
                 continue
             if self._stopping:
                 return
@@ -249,8 +248,7 @@ class EventWriter:
         self._down = True
         self._outages += 1
         self._metrics.database_up.set(0)
-        for request in batch:
-            _reject(request, self._unavailable(DATABASE_DOWN))
+        self._reject_all(batch, self._unavailable(DATABASE_DOWN), reason="database_down")
         self._fail_queued(self._unavailable(DATABASE_DOWN))
         await self._probe_until_up()
 
@@ -260,8 +258,9 @@ class EventWriter:
             try:
                 async with asyncio.timeout(self._limits.db_timeout_seconds):
                     await ping(self._engine)
-            except (DBAPIError, TimeoutError, OSError) as exc:
-                log.warning("ledger database still unavailable: %s", exc)
+            except Exception as exc:
+                # A loop boundary: whatever the probe raises, keep probing (and logging).
+                log.warning("ledger database still unavailable: %r", exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, PROBE_MAX_PAUSE_SECONDS)
                 continue
@@ -277,6 +276,11 @@ class EventWriter:
             self._metrics.events_rejected.labels("database_down").inc(len(request.events))
             _reject(request, error)
         self._metrics.pending.set(self._pending_events)
+
+    def _reject_all(self, batch: list[_Request], error: Exception, *, reason: str) -> None:
+        for request in batch:
+            self._metrics.events_rejected.labels(reason).inc(len(request.events))
+            _reject(request, error)
 
     def _count(self, events: Sequence[JobEvent]) -> None:
         counts: dict[str, int] = {}
