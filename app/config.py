@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = DEFAULT_DATABASE_URL
     REDIS_URL: str = "redis://localhost:6379/0"
+    # Sidekiq 6.x with the redis-namespace gem prefixes every key with "<namespace>:".
+    REDIS_NAMESPACE: str = ""
     INGEST_TOKEN: SecretStr | None = None
     ADMIN_TOKEN: SecretStr | None = None
 
@@ -62,6 +64,11 @@ class Settings(BaseSettings):
     DB_POOL_SIZE: Count = 5
     RETRY_AFTER_SECONDS: Count = 5
     REDIS_TIMEOUT_SECONDS: Seconds = 2.0
+
+    SAMPLER_ENABLED: bool = True
+    SAMPLE_INTERVAL_SECONDS: Seconds = 10.0
+    RETENTION_DAYS: Count = 30
+    RETENTION_CHUNK_ROWS: Count = 1_000
 
     PAGE_SIZE: Count = 50
     MAX_PAGE_SIZE: Count = 500

@@ -16,6 +16,8 @@ from app.domain import EventLimits
 from app.errors import Unauthorized
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
+from app.metrics.collector import SidekiqCollector
+from app.sidekiq.keys import Keys
 
 MISSING_TOKEN = "this endpoint needs 'Authorization: Bearer <token>' ({setting})"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint ({setting})"
@@ -31,6 +33,8 @@ class Resources:
     writer: EventWriter
     manager: JobManager
     event_limits: EventLimits
+    collector: SidekiqCollector
+    keys: Keys
 
 
 def resources(request: Request) -> Resources:

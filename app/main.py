@@ -25,7 +25,10 @@ from app.domain import EventLimits
 from app.errors import AppError
 from app.ingest.writer import EventWriter, WriterLimits
 from app.manager import JobManager
-from app.metrics.process import IngestMetrics
+from app.metrics.collector import SidekiqCollector
+from app.metrics.process import IngestMetrics, SamplerMetrics
+from app.sampler.runner import Sampler, SamplerConfig
+from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
 
 log = logging.getLogger("app")
@@ -78,25 +81,49 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
-    writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(app.state.registry))
+    registry = app.state.registry
+    writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(registry))
     await writer.start()
+    sessions = create_sessionmaker(engine)
+    keys = Keys(settings.REDIS_NAMESPACE)
+    collector = SidekiqCollector(max_age_seconds=3 * settings.SAMPLE_INTERVAL_SECONDS)
+    registry.register(collector)
+    sampler = Sampler(
+        redis=redis,
+        keys=keys,
+        sessions=sessions,
+        collector=collector,
+        metrics=SamplerMetrics(registry),
+        config=SamplerConfig(
+            interval_seconds=settings.SAMPLE_INTERVAL_SECONDS,
+            retention_days=settings.RETENTION_DAYS,
+            retention_chunk_rows=settings.RETENTION_CHUNK_ROWS,
+            timeout_seconds=settings.REDIS_TIMEOUT_SECONDS + settings.DB_TIMEOUT_SECONDS,
+        ),
+    )
+    if settings.SAMPLER_ENABLED:
+        await sampler.start()
     app.state.resources = Resources(
         settings=settings,
         engine=engine,
         redis=redis,
         writer=writer,
         manager=JobManager(
-            create_sessionmaker(engine),
+            sessions,
             page_size=settings.PAGE_SIZE,
             sample_limit=settings.DURATION_SAMPLE_SIZE,
         ),
         event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
+        collector=collector,
+        keys=keys,
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
     try:
         yield
     finally:
+        await sampler.stop()
+        registry.unregister(collector)
         await writer.stop()
         await redis.aclose()
         await engine.dispose()

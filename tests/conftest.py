@@ -49,6 +49,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "DB_TIMEOUT_SECONDS": 5.0,
+        # Sampler tests drive ticks themselves; other tests need no background Redis reads.
+        "SAMPLER_ENABLED": False,
         **overrides,
     }
     return Settings(_env_file=None, **values)
@@ -94,7 +96,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     """An engine on the test database, emptied before the test."""
     engine = create_engine(settings, name="supervisor-tests")
     async with engine.begin() as conn:
-        for table in ("jobs", "job_events"):
+        for table in ("jobs", "job_events", "sidekiq_samples", "queue_samples"):
             await conn.execute(text(f"DELETE FROM {table}"))
     yield engine
     await engine.dispose()

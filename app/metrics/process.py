@@ -47,3 +47,47 @@ class IngestMetrics:
             registry=registry,
         )
         self.database_up.set(1)
+
+
+class SamplerMetrics:
+    """What the sampler reports: freshness, cost, failures by stage, Redis reachability."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_success = Gauge(
+            "supervisor_sampler_last_success_timestamp_seconds",
+            "When the sampler last read a snapshot from Sidekiq's Redis (Unix time).",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "supervisor_sampler_duration_seconds",
+            "Time to read one snapshot from Redis.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "supervisor_sampler_errors",
+            "Sampler ticks that failed, by stage (redis, database, unexpected).",
+            ["stage"],
+            registry=registry,
+        )
+        self.redis_up = Gauge(
+            "supervisor_redis_up",
+            "1 when the last read of Sidekiq's Redis succeeded, else 0.",
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "supervisor_sampler_leader",
+            "1 while this replica holds the leader lock and writes history samples.",
+            registry=registry,
+        )
+        self.samples_written = Counter(
+            "supervisor_samples_written",
+            "Snapshots persisted to sidekiq_samples/queue_samples.",
+            registry=registry,
+        )
+        self.rows_deleted = Counter(
+            "supervisor_retention_deleted_rows",
+            "Rows deleted by retention, by table group (samples, jobs).",
+            ["table"],
+            registry=registry,
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, Index, Integer, MetaData, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,5 +84,48 @@ class JobEventRow(Base):
     __table_args__ = (
         Index(None, "jid", "at"),
         Index(None, "received_at"),
+        TABLE_OPTIONS,
+    )
+
+
+class SidekiqSampleRow(Base):
+    """One row per sampler tick (leader only): Sidekiq's totals, for Grafana's SQL panels."""
+
+    __tablename__ = "sidekiq_samples"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    sampled_at: Mapped[datetime] = mapped_column(Timestamp)
+    processed: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    enqueued: Mapped[int] = mapped_column(BigInteger)
+    scheduled: Mapped[int] = mapped_column(BigInteger)
+    retry: Mapped[int] = mapped_column(BigInteger)
+    dead: Mapped[int] = mapped_column(BigInteger)
+    processes: Mapped[int] = mapped_column(Integer)
+    workers: Mapped[int] = mapped_column(Integer)
+    busy: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "sampled_at"), TABLE_OPTIONS)
+
+
+class QueueSampleRow(Base):
+    """One row per queue per sampler tick: length, latency and jobs running from it."""
+
+    __tablename__ = "queue_samples"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    sampled_at: Mapped[datetime] = mapped_column(Timestamp)
+    queue: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    latency_seconds: Mapped[float] = mapped_column(Double)
+    busy: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(None, "queue", "sampled_at"),
+        Index(None, "sampled_at"),
         TABLE_OPTIONS,
     )

@@ -1,0 +1,123 @@
+"""Sidekiq history: one sidekiq_samples row per tick and a queue_samples row per queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import Snapshot
+from app.store.tables import QueueSampleRow, SidekiqSampleRow
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsPoint:
+    sampled_at: datetime
+    processed: int
+    failed: int
+    enqueued: int
+    scheduled: int
+    retry: int
+    dead: int
+    processes: int
+    workers: int
+    busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePoint:
+    sampled_at: datetime
+    queue: str
+    size: int
+    latency_seconds: float
+    busy: int
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+async def add_samples(session: AsyncSession, snapshot: Snapshot) -> None:
+    """The snapshot's totals and per-queue rows; `busy` per queue counts jobs running from it."""
+    at = _naive(snapshot.taken_at)
+    await session.execute(
+        insert(SidekiqSampleRow).values(
+            sampled_at=at,
+            processed=snapshot.processed,
+            failed=snapshot.failed,
+            enqueued=snapshot.enqueued,
+            scheduled=snapshot.scheduled,
+            retry=snapshot.retries,
+            dead=snapshot.dead,
+            processes=snapshot.processes_size,
+            workers=snapshot.workers,
+            busy=snapshot.busy,
+        )
+    )
+    running = Counter(job.queue for job in snapshot.busy_jobs)
+    rows = [
+        {
+            "sampled_at": at,
+            "queue": queue.name,
+            "size": queue.size,
+            "latency_seconds": queue.latency_seconds,
+            "busy": running[queue.name],
+        }
+        for queue in snapshot.queues
+    ]
+    if rows:
+        await session.execute(insert(QueueSampleRow), rows)
+
+
+async def totals_between(
+    session: AsyncSession, since: datetime, until: datetime, *, limit: int
+) -> list[TotalsPoint]:
+    """Totals samples in [since, until), oldest first, at most `limit` of them."""
+    query = (
+        select(SidekiqSampleRow)
+        .where(SidekiqSampleRow.sampled_at >= _naive(since))
+        .where(SidekiqSampleRow.sampled_at < _naive(until))
+        .order_by(SidekiqSampleRow.sampled_at)
+        .limit(limit)
+    )
+    return [
+        TotalsPoint(
+            sampled_at=row.sampled_at.replace(tzinfo=UTC),
+            processed=row.processed,
+            failed=row.failed,
+            enqueued=row.enqueued,
+            scheduled=row.scheduled,
+            retry=row.retry,
+            dead=row.dead,
+            processes=row.processes,
+            workers=row.workers,
+            busy=row.busy,
+        )
+        for row in (await session.scalars(query)).all()
+    ]
+
+
+async def queue_points_between(
+    session: AsyncSession, queue: str, since: datetime, until: datetime, *, limit: int
+) -> list[QueuePoint]:
+    query = (
+        select(QueueSampleRow)
+        .where(QueueSampleRow.queue == queue)
+        .where(QueueSampleRow.sampled_at >= _naive(since))
+        .where(QueueSampleRow.sampled_at < _naive(until))
+        .order_by(QueueSampleRow.sampled_at)
+        .limit(limit)
+    )
+    return [
+        QueuePoint(
+            sampled_at=row.sampled_at.replace(tzinfo=UTC),
+            queue=row.queue,
+            size=row.size,
+            latency_seconds=row.latency_seconds,
+            busy=row.busy,
+        )
+        for row in (await session.scalars(query)).all()
+    ]

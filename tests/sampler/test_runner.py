@@ -1,0 +1,116 @@
+"""The sampler: snapshots into the collector, history on the leader only, failures survived."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.domain import EventName, JobEvent
+from app.metrics.collector import SidekiqCollector
+from app.metrics.process import SamplerMetrics
+from app.sampler.runner import LEADER_KEY, Sampler, SamplerConfig
+from app.sidekiq.keys import Keys
+from app.store.db import create_sessionmaker
+from app.store.ledger import write_batch
+from app.store.tables import JobRow, QueueSampleRow, SidekiqSampleRow
+from tests.conftest import REDIS_URL
+from tests.sidekiq.layouts import V7, process, push
+
+CONFIG = SamplerConfig(
+    interval_seconds=10, retention_days=30, retention_chunk_rows=100, timeout_seconds=5
+)
+
+
+def make_sampler(
+    redis: Redis, engine: AsyncEngine, identity: str, registry: CollectorRegistry
+) -> tuple[Sampler, SidekiqCollector]:
+    collector = SidekiqCollector(max_age_seconds=30)
+    registry.register(collector)
+    sampler = Sampler(
+        redis=redis,
+        keys=Keys(),
+        sessions=create_sessionmaker(engine),
+        collector=collector,
+        metrics=SamplerMetrics(registry),
+        config=CONFIG,
+        identity=identity,
+    )
+    return sampler, collector
+
+
+async def count(engine: AsyncEngine, table: type[SidekiqSampleRow | QueueSampleRow]) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_only_the_leader_writes_history(redis: Redis, engine: AsyncEngine) -> None:
+    keys = Keys()
+    await push(redis, keys, V7, "default", 5.0, 1.0)
+    await push(redis, keys, V7, "mail", 2.0)
+    await process(redis, keys, V7, hostname="w1", concurrency=3, queues=["default"])
+    first_registry, second_registry = CollectorRegistry(), CollectorRegistry()
+    first, first_collector = make_sampler(redis, engine, "replica-a", first_registry)
+    second, second_collector = make_sampler(redis, engine, "replica-b", second_registry)
+
+    assert await first.tick() is not None
+    assert await second.tick() is not None
+    assert await first.tick() is not None
+
+    assert await count(engine, SidekiqSampleRow) == 2  # replica-a twice, replica-b never
+    assert await count(engine, QueueSampleRow) == 4
+    assert first_registry.get_sample_value("supervisor_sampler_leader") == 1
+    assert second_registry.get_sample_value("supervisor_sampler_leader") == 0
+    # Both replicas serve fresh numbers from their own snapshot.
+    assert second_collector.snapshot is not None
+    assert second_registry.get_sample_value("sidekiq_enqueued_jobs") == 3
+    assert first_collector.snapshot is not None
+
+    await first.start()
+    await first.stop()  # releasing the lock lets the other replica lead at once
+    assert await redis.get(LEADER_KEY) is None
+    assert await second.tick() is not None
+    assert second_registry.get_sample_value("supervisor_sampler_leader") == 1
+
+
+async def test_a_redis_outage_is_counted_and_survived(engine: AsyncEngine) -> None:
+    registry = CollectorRegistry()
+    dead = Redis.from_url("redis://127.0.0.1:1/0")
+    sampler, collector = make_sampler(dead, engine, "lonely", registry)
+    assert await sampler.tick() is None
+    assert await sampler.tick() is None
+    await dead.aclose()
+    assert registry.get_sample_value("supervisor_sampler_errors_total", {"stage": "redis"}) == 2
+    assert registry.get_sample_value("supervisor_redis_up") == 0
+    assert collector.snapshot is None
+
+    alive = Redis.from_url(REDIS_URL)
+    sampler, collector = make_sampler(alive, engine, "lonely", CollectorRegistry())
+    assert await sampler.tick() is not None
+    await alive.aclose()
+
+
+async def test_retention_deletes_old_rows_in_chunks(redis: Redis, engine: AsyncEngine) -> None:
+    old = datetime.now(UTC) - timedelta(days=45)
+    fresh = datetime.now(UTC)
+    async with engine.connect() as conn:
+        await write_batch(
+            conn,
+            [
+                JobEvent(jid=f"old{n}", event=EventName.QUEUED, at=old, received_at=old)
+                for n in range(150)
+            ]
+            + [JobEvent(jid="new", event=EventName.QUEUED, at=fresh, received_at=fresh)],
+        )
+    sampler, _ = make_sampler(redis, engine, "janitor", CollectorRegistry())
+    await sampler.tick()
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(func.count()).select_from(JobRow))).scalar_one()
+    assert left == 51  # one chunk of 100 gone, the fresh row kept
+    await sampler.tick()
+    async with engine.connect() as conn:
+        jids = (await conn.execute(select(JobRow.jid))).scalars().all()
+    assert jids == ["new"]
