@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
@@ -53,9 +55,28 @@ def check_bearer(authorization: str, token: SecretStr | None, setting: str) -> N
         raise Unauthorized(WRONG_TOKEN.format(setting=setting))
 
 
+def check_admin(authorization: str, token: SecretStr | None) -> None:
+    """Bearer <token>, or HTTP basic auth with the token as password (any user name)."""
+    scheme, _, value = authorization.partition(" ")
+    if token is not None and scheme.lower() == "basic":
+        try:
+            _user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            password = ""
+        if hmac.compare_digest(password.encode(), token.get_secret_value().encode()):
+            return
+        raise Unauthorized(WRONG_TOKEN.format(setting="SUPERVISOR_ADMIN_TOKEN"))
+    check_bearer(authorization, token, "SUPERVISOR_ADMIN_TOKEN")
+
+
+def require_admin(request: Request) -> None:
+    """State-changing routes: the admin credentials when configured."""
+    check_admin(request.headers.get("authorization", ""), resources(request).settings.ADMIN_TOKEN)
+
+
 def require_reader(request: Request) -> None:
-    authorization = request.headers.get("authorization", "")
-    check_bearer(authorization, resources(request).settings.ADMIN_TOKEN, "SUPERVISOR_ADMIN_TOKEN")
+    """The read API: the same credentials (a read-only role arrives with the GUI)."""
+    check_admin(request.headers.get("authorization", ""), resources(request).settings.ADMIN_TOKEN)
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]

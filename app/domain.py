@@ -11,13 +11,20 @@ NOT_UTC = "event times must be timezone-aware UTC, got {moment!r}"
 
 
 class EventName(enum.StrEnum):
-    """What a client reports about a job. The order of RANK breaks ties between equal times."""
+    """What happened to a job. The order of RANK breaks ties between equal times.
+
+    Clients report the first five; REQUEUED is recorded by the supervisor itself.
+    """
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     STARTED = "started"
     FAILED = "failed"
     COMPLETE = "complete"
+    REQUEUED = "requeued"
+
+
+CLIENT_EVENTS = frozenset(EventName) - {EventName.REQUEUED}
 
 
 # Lifecycle order: at the same event time the later stage wins, so duplicates and
@@ -55,6 +62,7 @@ class JobEvent:
     error_class: str | None = None
     error_message: str | None = None
     scheduled_at: datetime | None = None
+    requeued_as: str | None = None
 
     def __post_init__(self) -> None:
         for moment in (self.at, self.received_at, self.scheduled_at):
@@ -67,7 +75,7 @@ class JobEvent:
 
         Sidekiq's retry_count is absent on the first run and 0 on the first retry.
         """
-        if self.event in (EventName.QUEUED, EventName.SCHEDULED):
+        if self.event in (EventName.QUEUED, EventName.SCHEDULED, EventName.REQUEUED):
             return 0
         return 1 if self.retry_count is None else self.retry_count + 2
 

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.api import docs, health, ingest, jobs, metrics, sidekiq
+from app.api import control, docs, health, ingest, jobs, metrics, sidekiq
 from app.config import Settings
 from app.deps import Resources
 from app.domain import EventLimits
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> SupervisorApp:
     )
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
-    for module in (ingest, jobs, sidekiq, health, metrics, docs):
+    for module in (ingest, control, jobs, sidekiq, health, metrics, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)
@@ -110,6 +110,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer=writer,
         manager=JobManager(
             sessions,
+            redis=redis,
+            keys=keys,
             page_size=settings.PAGE_SIZE,
             sample_limit=settings.DURATION_SAMPLE_SIZE,
         ),

@@ -7,15 +7,63 @@ arguments, as the original did) or a JobFilter; lists come back one page at a ti
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import orjson
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.domain import Job, JobFilter, JobStatus, Page, Percentiles, TimelineEntry
+from app.domain import (
+    EventName,
+    Job,
+    JobEvent,
+    JobFilter,
+    JobStatus,
+    Page,
+    Percentiles,
+    Snapshot,
+    TimelineEntry,
+)
+from app.sidekiq.control import Control, sidekiq_now, uses_milliseconds
+from app.sidekiq.keys import Keys
+from app.sidekiq.reader import read_snapshot
 from app.store import jobs as ledger
+from app.store.ledger import write_batch
 
 FilterArg = str | JobFilter | None
+# What "uncompleted" means for requeue: started and never finished, or found lost.
+REQUEUABLE = (JobStatus.STARTED, JobStatus.LOST)
+NO_REDIS = "this JobManager has no Redis connection; build it with redis= to requeue"
+SKIP_RUNNING = "running now on {process}"
+SKIP_TRUNCATED = "its stored arguments were truncated, so the job cannot be rebuilt"
+SKIP_INCOMPLETE = "the ledger has no class, queue or arguments for it"
+SKIP_TWICE = "already requeued (by another call or replica)"
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """One ledger job and what requeue did or would do with it."""
+
+    job: Job
+    new_jid: str | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueReport:
+    dry_run: bool
+    items: list[Requeue]
+
+    @property
+    def requeued(self) -> list[Requeue]:
+        return [item for item in self.items if item.new_jid is not None and item.skipped is None]
+
+    @property
+    def skipped(self) -> list[Requeue]:
+        return [item for item in self.items if item.skipped is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +116,14 @@ class JobManager:
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
+        redis: Redis | None = None,
+        keys: Keys | None = None,
         page_size: int = 50,
         sample_limit: int = 10_000,
     ) -> None:
         self._sessions = sessions
+        self._redis = redis
+        self._keys = keys or Keys()
         self.page_size = page_size
         self.sample_limit = sample_limit
 
@@ -128,6 +180,86 @@ class JobManager:
         total, run = await self._samples(completed)
         return Durations(listing, percentiles(total), percentiles(run), self.sample_limit)
 
+    async def restart_uncompleted_jobs(
+        self, flt: FilterArg = None, *, dry_run: bool = False, limit: int = 1_000
+    ) -> RequeueReport:
+        """Push uncompleted (started or lost) jobs back into their Sidekiq queue, as new jobs.
+
+        Never one running now (busy-work hashes), never one twice (a Redis guard per original
+        jid); times in the units the fleet's Sidekiq writes. The ledger keeps the original row,
+        marked `requeued` with `requeued_as` naming the new jid, which is recorded as queued.
+        """
+        if self._redis is None:
+            raise RuntimeError(NO_REDIS)
+        candidates = await self._candidates(as_filter(flt), limit)
+        snapshot = await read_snapshot(self._redis, self._keys)
+        running = {job.jid: job.process for job in snapshot.busy_jobs if job.jid}
+        planned = [_plan(job, running) for job in candidates]
+        if dry_run:
+            return RequeueReport(True, planned)
+        control = Control(self._redis, self._keys)
+        done = [await self._push(item, control, snapshot) for item in planned]
+        await self._record(done)
+        return RequeueReport(False, done)
+
+    async def _candidates(self, flt: JobFilter, limit: int) -> list[Job]:
+        found: list[Job] = []
+        for status in REQUEUABLE:
+            cursor: str | None = None
+            while len(found) < limit:
+                page = await self._list(
+                    flt.with_statuses(status), limit=min(500, limit - len(found)), cursor=cursor
+                )
+                found.extend(page.items)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return found[:limit]
+
+    async def _push(self, item: Requeue, control: Control, snapshot: Snapshot) -> Requeue:
+        if item.skipped is not None:
+            return item
+        job = item.job
+        new_jid = secrets.token_hex(12)
+        now = sidekiq_now(uses_milliseconds(snapshot))
+        payload = {
+            "class": job.job_class,
+            "args": orjson.loads(job.arguments or "[]"),
+            "queue": job.queue,
+            "retry": True,
+            "jid": new_jid,
+            "created_at": now,
+            "enqueued_at": now,
+            "requeued_from": job.jid,
+        }
+        pushed = await control.push_once(
+            f"requeued:{job.jid}", str(job.queue), orjson.dumps(payload)
+        )
+        return Requeue(job, new_jid) if pushed else Requeue(job, skipped=SKIP_TWICE)
+
+    async def _record(self, items: list[Requeue]) -> None:
+        at = datetime.now(UTC)
+        events = []
+        for item in items:
+            if item.skipped is not None or item.new_jid is None:
+                continue
+            job = item.job
+            events.append(JobEvent(job.jid, EventName.REQUEUED, at, at, requeued_as=item.new_jid))
+            events.append(
+                JobEvent(
+                    item.new_jid,
+                    EventName.QUEUED,
+                    at,
+                    at,
+                    job_class=job.job_class,
+                    queue=job.queue,
+                    arguments=job.arguments,
+                )
+            )
+        if events:
+            async with self._sessions() as session:
+                await write_batch(await session.connection(), events)
+
     async def job(self, jid: str) -> Job | None:
         async with self._sessions() as session:
             return await ledger.get_job(session, jid)
@@ -159,3 +291,14 @@ class JobManager:
         total = [(done - queued).total_seconds() for queued, _, done in rows if queued]
         run = [(done - started).total_seconds() for _, started, done in rows if started]
         return total, run
+
+
+def _plan(job: Job, running: dict[str, str]) -> Requeue:
+    """What requeue would do with `job`: a Requeue with `skipped` set when it must not."""
+    if job.jid in running:
+        return Requeue(job, skipped=SKIP_RUNNING.format(process=running[job.jid]))
+    if job.arguments_truncated:
+        return Requeue(job, skipped=SKIP_TRUNCATED)
+    if not (job.job_class and job.queue and job.arguments):
+        return Requeue(job, skipped=SKIP_INCOMPLETE)
+    return Requeue(job)

@@ -126,7 +126,7 @@ def _batch(found: Resources, items: list[Any]) -> list[JobEvent]:
             to_event(
                 data,
                 jid=data.job_id,
-                name=data.event,
+                name=EventName(data.event),
                 received_at=received_at,
                 limits=found.event_limits,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -124,11 +124,14 @@ class QueuedIn(LifecycleIn):
     job_id: JobId
 
 
+ClientEvent = Literal["scheduled", "queued", "started", "failed", "complete"]
+
+
 class EventIn(LifecycleIn):
     """One element of POST /api/v1/events: an event with its own name, jid and time."""
 
     job_id: JobId = Field(validation_alias=AliasChoices("job_id", "jid"))
-    event: EventName
+    event: ClientEvent
 
 
 class AcceptedOut(BaseModel):

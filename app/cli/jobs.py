@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from app.config import Settings
 from app.domain import Job, JobFilter, JobStatus, Page, Percentiles
 from app.manager import DurationReport, Durations, JobManager
+from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
 
 T = TypeVar("T")
@@ -36,11 +38,18 @@ AsJson = Annotated[bool, typer.Option("--json", help="JSON lines instead of a ta
 
 
 @asynccontextmanager
-async def open_manager(settings: Settings) -> Any:
+async def open_manager(settings: Settings) -> AsyncIterator[JobManager]:
     engine = create_engine(settings, name="sidekiq-supervisor-cli")
+    redis = Redis.from_url(settings.REDIS_URL, client_name="sidekiq-supervisor-cli")
     try:
-        yield JobManager(create_sessionmaker(engine), sample_limit=settings.DURATION_SAMPLE_SIZE)
+        yield JobManager(
+            create_sessionmaker(engine),
+            redis=redis,
+            keys=Keys(settings.REDIS_NAMESPACE),
+            sample_limit=settings.DURATION_SAMPLE_SIZE,
+        )
     finally:
+        await redis.aclose()
         await engine.dispose()
 
 

@@ -22,7 +22,7 @@ MICROSECOND = timedelta(microseconds=1)
 INSERT_COLUMNS = (
     "jid job_class queue arguments arguments_truncated info_key status status_key enqueued_at "
     "scheduled_for started_at completed_at failed_at first_seen_at last_event_at attempts "
-    "error_class error_message process"
+    "error_class error_message process requeued_as"
 ).split()
 
 # Assignment order matters on MySQL/MariaDB: a later expression sees the columns already
@@ -56,6 +56,9 @@ failed_at = COALESCE({greatest}(failed_at, {new[failed_at]}), failed_at, {new[fa
 first_seen_at = {least}(first_seen_at, {new[first_seen_at]}),
 last_event_at = {greatest}(last_event_at, {new[last_event_at]}),
 attempts = {greatest}(attempts, {new[attempts]}),
+requeued_as = CASE WHEN {new[requeued_as]} IS NOT NULL
+    AND (requeued_as IS NULL OR {new[status_key]} > status_key)
+    THEN {new[requeued_as]} ELSE requeued_as END,
 status_key = {greatest}(status_key, {new[status_key]})
 """
 
@@ -144,6 +147,7 @@ def _ledger_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
         enc.text(event.error_class),
         enc.text(event.error_message),
         enc.text(event.process) if name is EventName.STARTED else null,
+        enc.text(event.requeued_as),
     )
 
 

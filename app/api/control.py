@@ -1,0 +1,205 @@
+"""State-changing routes (admin credentials): requeue from the ledger, actions on the retry,
+scheduled and dead sets, quiet/stop processes, and the preStop drain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, model_validator
+
+from app.api.schemas import ErrorOut, JobOut
+from app.deps import ManagerDep, ResourcesDep, require_admin
+from app.domain import JobFilter
+from app.errors import InvalidInput, NotFound
+from app.sidekiq.control import (
+    Action,
+    Control,
+    EntryKey,
+    Signal,
+    SortedSet,
+    drain_host,
+    uses_milliseconds,
+)
+from app.sidekiq.reader import read_snapshot
+
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["control"],
+    dependencies=[Depends(require_admin)],
+    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+
+SETS = {"retries": SortedSet.RETRY, "scheduled": SortedSet.SCHEDULE, "dead": SortedSet.DEAD}
+NO_KILL_FROM_DEAD = "dead entries are already dead: use retry or delete"
+KEYS_OR_ALL = "give `keys` (the entries' <score>-<jid> keys) or `all: true`, not both"
+BAD_KEY = "not a <score>-<jid> entry key: {key!r}"
+NO_PROCESS = "no live Sidekiq process {identity!r}"
+
+
+class RequeueIn(BaseModel):
+    """Which uncompleted (started or lost) ledger jobs to push back into Sidekiq."""
+
+    arguments: str | None = None
+    queue: str | None = None
+    job_class: str | None = None
+    dry_run: bool = True
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class RequeueItemOut(BaseModel):
+    job: JobOut
+    new_jid: str | None
+    skipped: str | None
+
+
+class RequeueOut(BaseModel):
+    dry_run: bool
+    requeued: int
+    skipped: int
+    items: list[RequeueItemOut]
+
+
+class SetActionIn(BaseModel):
+    action: Action
+    keys: list[str] = Field(default_factory=list, max_length=1_000)
+    all: bool = False
+    limit: int = Field(default=1_000, ge=1, le=100_000, description="Most entries for `all`.")
+
+    @model_validator(mode="after")
+    def _keys_or_all(self) -> SetActionIn:
+        if bool(self.keys) == self.all:
+            raise ValueError(KEYS_OR_ALL)
+        return self
+
+
+class SetActionOut(BaseModel):
+    action: Action
+    set: str
+    done: int = Field(description="Entries this call moved, deleted or killed.")
+    missed: list[str] = Field(description="Keys already gone (Sidekiq or someone else got there).")
+    more: bool = Field(description="`all` stopped at `limit` with entries left.")
+
+
+class SignalOut(BaseModel):
+    signal: Literal["quiet", "stop"]
+    processes: list[str]
+
+
+class DrainOut(BaseModel):
+    host: str
+    processes: int
+    quieting: int
+    running: int
+    queues: list[str]
+    queued_jobs: int | None
+    drained: bool
+
+
+@router.post("/jobs/requeue", response_model=RequeueOut, summary="Requeue uncompleted jobs")
+async def requeue(body: RequeueIn, manager: ManagerDep) -> RequeueOut:
+    """Dry run by default: says what would be pushed (and what is skipped, and why)."""
+    flt = JobFilter(arguments=body.arguments, queue=body.queue, job_class=body.job_class)
+    report = await manager.restart_uncompleted_jobs(flt, dry_run=body.dry_run, limit=body.limit)
+    items = [
+        RequeueItemOut(job=JobOut.of(item.job), new_jid=item.new_jid, skipped=item.skipped)
+        for item in report.items
+    ]
+    return RequeueOut(
+        dry_run=report.dry_run,
+        requeued=len(report.requeued),
+        skipped=len(report.skipped),
+        items=items,
+    )
+
+
+@router.post("/{set_name}/actions", response_model=SetActionOut, summary="Retry, delete or kill")
+async def set_action(
+    set_name: Literal["retries", "scheduled", "dead"], body: SetActionIn, found: ResourcesDep
+) -> SetActionOut:
+    """Each entry is moved exactly once, even racing Sidekiq's poller or another user."""
+    source = SETS[set_name]
+    if source is SortedSet.DEAD and body.action is Action.KILL:
+        raise InvalidInput({"action": NO_KILL_FROM_DEAD})
+    control = Control(found.redis, found.keys)
+    ms = uses_milliseconds(found.collector.snapshot)
+    if body.all:
+        done, more = await _act_on_all(control, source, body.action, body.limit, ms)
+        return SetActionOut(action=body.action, set=set_name, done=done, missed=[], more=more)
+    done, missed = 0, []
+    for key in body.keys:
+        members = await control.members_at(source, _entry_key(key))
+        moved = [await control.apply(source, body.action, m, milliseconds=ms) for m in members]
+        done += sum(moved)
+        if not any(moved):
+            missed.append(key)
+    return SetActionOut(action=body.action, set=set_name, done=done, missed=missed, more=False)
+
+
+async def _act_on_all(
+    control: Control, source: SortedSet, action: Action, limit: int, ms: bool
+) -> tuple[int, bool]:
+    done = 0
+    while done < limit:
+        members = await control.first_members(source, min(100, limit - done))
+        if not members:
+            return done, False
+        for member in members:
+            done += await control.apply(source, action, member, milliseconds=ms)
+    return done, bool(await control.first_members(source, 1))
+
+
+def _entry_key(key: str) -> EntryKey:
+    try:
+        return EntryKey.parse(key)
+    except ValueError:
+        raise InvalidInput({"keys": BAD_KEY.format(key=key)}) from None
+
+
+@router.post("/processes/{signal}", response_model=SignalOut, summary="Quiet or stop processes")
+async def signal_processes(
+    signal: Literal["quiet", "stop"],
+    found: ResourcesDep,
+    identity: Annotated[list[str] | None, Query(description="Default: every process.")] = None,
+) -> SignalOut:
+    """Sidekiq acts on the signal at its next heartbeat (5 s on 6.x, 10 s on 7+)."""
+    snapshot = await read_snapshot(found.redis, found.keys)
+    live = {process.identity for process in snapshot.processes if not process.embedded}
+    targets = sorted(live) if not identity else identity
+    for name in targets:
+        if name not in live:
+            raise NotFound(NO_PROCESS.format(identity=name))
+    await Control(found.redis, found.keys).signal(
+        targets, Signal.QUIET if signal == "quiet" else Signal.STOP
+    )
+    return SignalOut(signal=signal, processes=targets)
+
+
+@router.post(
+    "/drain",
+    response_model=DrainOut,
+    summary="Quiet a host's Sidekiq and say whether it may stop (preStop)",
+    responses={503: {"model": DrainOut, "description": "Not drained yet: call again."}},
+)
+async def drain(
+    found: ResourcesDep,
+    host: Annotated[str, Query(description="The pod's hostname (Sidekiq's `hostname`).")],
+    wait_for_queues: bool = False,
+) -> JSONResponse:
+    """200 once every process on `host` is quiet and runs no job (and, with
+    wait_for_queues, the queues it serves are empty); 503 with Retry-After until then, so
+    `until curl -fsS -X POST .../api/v1/drain?host=$(hostname); do sleep 2; done` waits."""
+    status = await drain_host(found.redis, found.keys, host, wait_for_queues=wait_for_queues)
+    body = DrainOut(
+        host=status.host,
+        processes=status.processes,
+        quieting=status.quieting,
+        running=status.running,
+        queues=list(status.queues),
+        queued_jobs=status.queued_jobs,
+        drained=status.drained,
+    )
+    code = 200 if status.drained else 503
+    headers = {} if status.drained else {"Retry-After": "2"}
+    return JSONResponse(body.model_dump(), status_code=code, headers=headers)
