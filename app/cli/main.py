@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from alembic.config import Config
 
-from app.cli import console, jobs
+from app.cli import console, control, jobs
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +26,8 @@ cli = typer.Typer(
 )
 cli.add_typer(jobs.cli, name="jobs")
 cli.command("console")(console.run)
+cli.command("requeue")(control.requeue)
+cli.command("drain")(control.drain)
 
 
 @cli.command()

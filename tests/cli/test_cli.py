@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.sidekiq.keys import Keys
 from tests.api.test_jobs_read import lifecycle, seed
 from tests.conftest import REDIS_URL
+from tests.sidekiq.layouts import NOW, V7, process
 
 
 def run(
@@ -90,3 +93,44 @@ def test_migrate_creates_the_schema_in_a_new_sqlite_file(tmp_path: Path) -> None
     assert migrated.returncode == 0, migrated.stderr
     assert listed.returncode == 0, listed.stderr
     assert "0 job(s)" in listed.stdout
+
+
+async def test_requeue_is_a_dry_run_until_yes(
+    database_url: str, engine: AsyncEngine, redis: Redis, tmp_path: Path
+) -> None:
+    await seed(engine, lifecycle("stuck-job", start=0, wait=1, arguments='["x"]'))
+    dry = run("requeue", database_url=database_url, cwd=tmp_path)
+    assert "dry run: 1 would be requeued" in dry.stdout, dry.stderr
+    assert await redis.llen("queue:default") == 0
+    done = run("requeue", "--yes", database_url=database_url, cwd=tmp_path)
+    assert "requeued 1, skipped 0" in done.stdout, done.stderr
+    assert await redis.llen("queue:default") == 1
+
+
+async def test_drain_exits_0_for_a_quiet_idle_host_and_1_at_the_timeout(
+    database_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    keys = Keys()
+    idle = await process(
+        redis, keys, V7, hostname="idle-pod", concurrency=1, queues=["q"], quiet=True
+    )
+    await process(
+        redis,
+        keys,
+        V7,
+        hostname="busy-pod",
+        concurrency=1,
+        queues=["q"],
+        busy=[("j" * 24, "q", NOW)],
+    )
+    drained = run(
+        "drain", "--host", "idle-pod", "--timeout", "0", database_url=database_url, cwd=tmp_path
+    )
+    stuck = run(
+        "drain", "--host", "busy-pod", "--timeout", "0", database_url=database_url, cwd=tmp_path
+    )
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert "drained" in drained.stdout
+    assert stuck.returncode == 1
+    assert "1 running" in stuck.stdout
+    assert await redis.exists(f"{idle}-signals") == 0  # already quiet: nothing sent
