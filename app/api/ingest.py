@@ -162,7 +162,9 @@ async def serve_fast(
     except AppError as exc:
         status, payload = exc.status, error_body(exc)
         extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": JSON_HEADERS + extra})
+    length = [(b"content-length", str(len(payload)).encode())]
+    headers = JSON_HEADERS + length + extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
