@@ -163,8 +163,12 @@ async def serve_fast(
         status, payload = exc.status, error_body(exc)
         extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
     length = [(b"content-length", str(len(payload)).encode())]
-    headers = JSON_HEADERS + length + extra
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": JSON_HEADERS + length + extra,
+    }
+    await send(start)
     await send({"type": "http.response.body", "body": payload})
 
 

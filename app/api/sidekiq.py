@@ -1,9 +1,290 @@
-"""Sidekiq's state for the GUI and CLI: stats, queues, processes, busy jobs, paged sets, history."""
+"""Sidekiq's state for the GUI and CLI: stats, queues, processes, busy jobs, paged sets, history.
+
+Stats, queues, processes and busy jobs come from the sampler's snapshot while it is younger than
+one sample interval, else from a fresh read. Sets and queues are read one bounded page at a time.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from app.deps import require_reader
+from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy.exc import DBAPIError
 
-router = APIRouter(prefix="/api/v1", tags=["sidekiq"], dependencies=[Depends(require_reader)])
+from app.api.jobs import LimitDep
+from app.api.schemas import ErrorOut
+from app.api.sidekiq_schemas import (
+    BusyJobOut,
+    BusyOut,
+    Direction,
+    HistoryOut,
+    ProcessesOut,
+    ProcessOut,
+    QueueEntryOut,
+    QueueOut,
+    QueuePageOut,
+    QueuePointOut,
+    QueuesOut,
+    SetEntryOut,
+    SetPageOut,
+    StatsOut,
+    TotalsPointOut,
+)
+from app.deps import ResourcesDep, require_reader
+from app.domain import Snapshot
+from app.errors import InvalidInput, Unavailable
+from app.sidekiq.browse import (
+    parse_job,
+    read_queue_page,
+    read_set_page,
+    search_set,
+    translate_redis_errors,
+)
+from app.sidekiq.control import SortedSet
+from app.sidekiq.reader import read_snapshot
+from app.store.db import create_sessionmaker
+from app.store.samples import queue_points_between, totals_between
+
+REDIS_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorOut, "description": "Sidekiq's Redis did not answer."}
+}
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["sidekiq"],
+    dependencies=[Depends(require_reader)],
+    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+
+HISTORY_WINDOW = timedelta(hours=24)
+MAX_HISTORY_POINTS = 10_000
+MAX_OFFSET = 1_000_000_000
+MAX_SUBSTR_CHARS = 200
+EMPTY_RANGE = "must be before `until`"
+DB_DOWN = "the database did not answer ({reason}); try again shortly"
+
+
+@dataclass(frozen=True, slots=True)
+class SetView:
+    """How a sorted set is listed: its API name (as in /api/v1/{name}/actions), the Web UI's
+    default order and what its score means."""
+
+    name: str
+    source: SortedSet
+    newest_first: bool
+    score_means: str
+
+
+RETRIES = SetView("retries", SortedSet.RETRY, newest_first=False, score_means="next retry time")
+SCHEDULED = SetView("scheduled", SortedSet.SCHEDULE, newest_first=False, score_means="due time")
+DEAD = SetView("dead", SortedSet.DEAD, newest_first=True, score_means="time of death")
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSnapshot:
+    snapshot: Snapshot
+    from_sampler: bool
+
+
+async def current_snapshot(found: ResourcesDep) -> CurrentSnapshot:
+    """The sampler's snapshot while younger than one sample interval, else a fresh read."""
+    latest = found.collector.snapshot
+    if latest is not None:
+        age = time.time() - latest.taken_at.timestamp()
+        if age < found.settings.SAMPLE_INTERVAL_SECONDS:
+            return CurrentSnapshot(latest, from_sampler=True)
+    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
+        return CurrentSnapshot(await read_snapshot(found.redis, found.keys), from_sampler=False)
+
+
+SnapshotDep = Annotated[CurrentSnapshot, Depends(current_snapshot)]
+
+
+class PageParams:
+    """offset/limit/direction, shared by the set and queue listings."""
+
+    def __init__(
+        self,
+        limit: LimitDep,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip.")] = 0,
+        direction: Annotated[
+            Direction | None, Query(description="asc: oldest/lowest first (default per list).")
+        ] = None,
+    ) -> None:
+        self.limit = limit
+        self.offset = offset
+        self.direction = direction
+
+
+PageDep = Annotated[PageParams, Depends()]
+Substr = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_SUBSTR_CHARS,
+        description="Plain, case-sensitive substring of the job JSON (a bounded ZSCAN).",
+    ),
+]
+
+
+@router.get("/stats", summary="Sidekiq's summary bar", responses=REDIS_DOWN)
+async def read_stats(current: SnapshotDep) -> StatsOut:
+    return StatsOut.of(current.snapshot, from_sampler=current.from_sampler)
+
+
+@router.get("/queues", summary="Queues with their size and latency", responses=REDIS_DOWN)
+async def list_queues(current: SnapshotDep) -> QueuesOut:
+    snap = current.snapshot
+    items = [QueueOut.of(queue) for queue in snap.queues]
+    return QueuesOut(taken_at=snap.taken_at, from_sampler=current.from_sampler, items=items)
+
+
+@router.get("/processes", summary="Live Sidekiq processes", responses=REDIS_DOWN)
+async def list_processes(current: SnapshotDep) -> ProcessesOut:
+    snap = current.snapshot
+    running = Counter(job.process for job in snap.busy_jobs)
+    items = [ProcessOut.of(p, running=running[p.identity]) for p in snap.processes]
+    return ProcessesOut(taken_at=snap.taken_at, from_sampler=current.from_sampler, items=items)
+
+
+@router.get("/busy", summary="Jobs running now, oldest start first", responses=REDIS_DOWN)
+async def list_busy(current: SnapshotDep) -> BusyOut:
+    snap = current.snapshot
+    items = [
+        BusyJobOut.of(job, parse_job(job.payload.encode()), taken_at=snap.taken_at)
+        for job in snap.busy_jobs
+    ]
+    return BusyOut(taken_at=snap.taken_at, from_sampler=current.from_sampler, items=items)
+
+
+@router.get("/retries", summary="Jobs waiting to be retried, soonest first", responses=REDIS_DOWN)
+async def list_retries(found: ResourcesDep, page: PageDep, substr: Substr = None) -> SetPageOut:
+    return await _set_page(found, RETRIES, page, substr)
+
+
+@router.get("/scheduled", summary="Scheduled jobs, soonest first", responses=REDIS_DOWN)
+async def list_scheduled(found: ResourcesDep, page: PageDep, substr: Substr = None) -> SetPageOut:
+    return await _set_page(found, SCHEDULED, page, substr)
+
+
+@router.get("/dead", summary="Dead jobs (the morgue), newest first", responses=REDIS_DOWN)
+async def list_dead(found: ResourcesDep, page: PageDep, substr: Substr = None) -> SetPageOut:
+    return await _set_page(found, DEAD, page, substr)
+
+
+async def _set_page(
+    found: ResourcesDep, view: SetView, page: PageParams, substr: str | None
+) -> SetPageOut:
+    newest_first = view.newest_first if page.direction is None else page.direction == "desc"
+    key = found.keys.key(view.source.value)
+    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
+        if substr:
+            result = await search_set(
+                found.redis,
+                key,
+                substr,
+                offset=page.offset,
+                limit=page.limit,
+                newest_first=newest_first,
+            )
+        else:
+            result = await read_set_page(
+                found.redis, key, offset=page.offset, limit=page.limit, newest_first=newest_first
+            )
+    return SetPageOut(
+        name=view.name,
+        score_means=view.score_means,
+        direction="desc" if newest_first else "asc",
+        offset=page.offset,
+        limit=page.limit,
+        total=result.total,
+        next_offset=_next_offset(page.offset, len(result.entries), result.total),
+        substr=substr,
+        scan_complete=result.scan_complete,
+        items=[SetEntryOut.of(entry) for entry in result.entries],
+    )
+
+
+@router.get(
+    "/queues/{name}/jobs", summary="A queue's jobs, newest first by default", responses=REDIS_DOWN
+)
+async def list_queue_jobs(
+    found: ResourcesDep, name: Annotated[str, Path(max_length=255)], page: PageDep
+) -> QueuePageOut:
+    oldest_first = page.direction == "asc"
+    key = found.keys.queue(name)
+    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
+        result = await read_queue_page(
+            found.redis, key, offset=page.offset, limit=page.limit, oldest_first=oldest_first
+        )
+    return QueuePageOut(
+        queue=name,
+        direction="asc" if oldest_first else "desc",
+        offset=page.offset,
+        limit=page.limit,
+        total=result.total,
+        next_offset=_next_offset(page.offset, len(result.entries), result.total),
+        items=[QueueEntryOut.of(entry) for entry in result.entries],
+    )
+
+
+def _next_offset(offset: int, count: int, total: int) -> int | None:
+    end = offset + count
+    return end if count and end < total else None
+
+
+@router.get(
+    "/history",
+    summary="Sampled totals (or one queue's samples) over a time range, oldest first",
+    responses={503: {"model": ErrorOut, "description": "The database did not answer."}},
+)
+async def read_history(
+    found: ResourcesDep,
+    since: Annotated[datetime | None, Query(description="Default: 24 h before `until`.")] = None,
+    until: Annotated[datetime | None, Query(description="Default: now. Exclusive.")] = None,
+    queue: Annotated[str | None, Query(max_length=255, description="One queue's points.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = MAX_HISTORY_POINTS,
+) -> HistoryOut:
+    end = _utc(until) if until else datetime.now(UTC)
+    start = _utc(since) if since else end - HISTORY_WINDOW
+    if start >= end:
+        raise InvalidInput({"since": EMPTY_RANGE})
+    try:
+        totals, points = await _read_samples(found, start, end, queue=queue, limit=limit)
+    except (DBAPIError, OSError) as exc:
+        detail = DB_DOWN.format(reason=_first_line(exc))
+        raise Unavailable(detail, retry_after_seconds=found.settings.RETRY_AFTER_SECONDS) from exc
+    return HistoryOut(
+        since=start,
+        until=end,
+        queue=queue,
+        limit=limit,
+        truncated=len(totals) + len(points) >= limit,
+        totals=totals,
+        queue_points=points,
+    )
+
+
+async def _read_samples(
+    found: ResourcesDep, since: datetime, until: datetime, *, queue: str | None, limit: int
+) -> tuple[list[TotalsPointOut], list[QueuePointOut]]:
+    """Totals when `queue` is None, else that queue's points (the other list stays empty)."""
+    async with create_sessionmaker(found.engine)() as session:
+        if queue is None:
+            rows = await totals_between(session, since, until, limit=limit)
+            return [TotalsPointOut.of(row) for row in rows], []
+        points = await queue_points_between(session, queue, since, until, limit=limit)
+        return [], [QueuePointOut.of(point) for point in points]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _utc(moment: datetime) -> datetime:
+    """A query time as UTC; one without an offset is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,244 @@
+"""Paged, bounded reads of Sidekiq's job collections: the `retry`, `schedule` and `dead` sorted
+sets and the `queue:<name>` lists, and the parsing of their job entries (SIDEKIQ.md §1.2-1.3, §2).
+
+Every read is one page (ZRANGE/ZREVRANGE or LRANGE by index, with ZCARD/LLEN in the same MULTI)
+or a ZSCAN with a bounded COUNT and a bounded number of calls; never a whole set or list.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.errors import Unavailable
+from app.sidekiq.reader import epoch_seconds
+
+UNREACHABLE = "Sidekiq's Redis did not answer ({reason}); try again shortly"
+NOT_JSON = "not valid JSON"
+NOT_AN_OBJECT = "JSON, but not a job object"
+# A filter examines about SCAN_CALLS x SCAN_COUNT members and keeps at most MAX_MATCHES (a set
+# small enough for Redis's compact encoding, 128 members by default, answers whole in one call).
+SCAN_COUNT = 500
+SCAN_CALLS = 20
+MAX_MATCHES = 1_000
+GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
+
+
+class SidekiqUnavailable(Unavailable):
+    """Sidekiq's Redis cannot be reached or did not answer in time."""
+
+    error = "redis_unavailable"
+
+
+@contextmanager
+def translate_redis_errors(retry_after_seconds: int) -> Iterator[None]:
+    """Turns redis-py's (and the socket's) errors inside the block into SidekiqUnavailable."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        detail = UNREACHABLE.format(reason=reason)
+        raise SidekiqUnavailable(detail, retry_after_seconds=retry_after_seconds) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job payload as stored, with the fields Sidekiq's Web UI shows. `raw` is the exact
+    member or list element (a ZREM or LREM needs these bytes); `problem` says why the other
+    fields are empty when the raw text is not a job object."""
+
+    raw: bytes
+    problem: str | None
+    jid: str | None = None
+    job_class: str | None = None
+    queue: str | None = None
+    args: Any = None
+    created_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    failed_at: datetime | None = None
+    retried_at: datetime | None = None
+    retry_count: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SortedEntry:
+    """A member of `retry`, `schedule` or `dead` with its score (epoch seconds)."""
+
+    score: float
+    job: JobRecord
+
+    @property
+    def key(self) -> str:
+        """The Web UI's address of the entry, "<score>-<jid>" (web/helpers.rb job_params)."""
+        return f"{format_score(self.score)}-{self.job.jid or ''}"
+
+    @property
+    def at(self) -> datetime | None:
+        return moment(self.score)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A job waiting in a queue; position 1 is the next one a process will fetch."""
+
+    position: int
+    job: JobRecord
+
+
+@dataclass(frozen=True, slots=True)
+class SetPage:
+    """One page of a sorted set. With a filter, `total` counts the matches found and
+    `scan_complete` is False when the bounded scan stopped before the end of the set."""
+
+    entries: list[SortedEntry]
+    total: int
+    scan_complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    entries: list[QueueEntry]
+    total: int
+
+
+def format_score(score: float) -> str:
+    """The score as Ruby's Float#to_s writes it: Python's shortest repr, except that Ruby
+    keeps ".0" in a mantissa (1.0e+16) and spells infinity "Infinity"."""
+    if math.isinf(score):
+        return "Infinity" if score > 0 else "-Infinity"
+    text = repr(float(score))
+    mantissa, marker, exponent = text.partition("e")
+    if marker and "." not in mantissa:
+        return f"{mantissa}.0e{exponent}"
+    return text
+
+
+def moment(value: Any) -> datetime | None:
+    """A Sidekiq timestamp (float s, integer ms) as UTC, or None when absent or out of range."""
+    seconds = epoch_seconds(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def parse_job(raw: bytes) -> JobRecord:
+    """The Web UI's fields of one payload; invalid JSON gives a record with only `raw`."""
+    try:
+        job = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return JobRecord(raw=raw, problem=NOT_JSON)
+    if not isinstance(job, dict):
+        return JobRecord(raw=raw, problem=NOT_AN_OBJECT)
+    return JobRecord(
+        raw=raw,
+        problem=None,
+        jid=_text(job.get("jid")),
+        job_class=_text(job.get("wrapped")) or _text(job.get("class")),
+        queue=_text(job.get("queue")),
+        args=job.get("args"),
+        created_at=moment(job.get("created_at")),
+        enqueued_at=moment(job.get("enqueued_at")),
+        failed_at=moment(job.get("failed_at")),
+        retried_at=moment(job.get("retried_at")),
+        retry_count=_count(job.get("retry_count")),
+        error_class=_text(job.get("error_class")),
+        error_message=_text(job.get("error_message")),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def read_set_page(
+    redis: Redis, key: str, *, offset: int, limit: int, newest_first: bool
+) -> SetPage:
+    """Members ranked [offset, offset + limit) by score, and ZCARD, in one MULTI."""
+    stop = offset + limit - 1
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zcard(key)
+        if newest_first:
+            # ZREVRANGE rather than ZRANGE … REV: Sidekiq 6 runs on Redis 4.0+.
+            pipe.zrevrange(key, offset, stop, withscores=True)
+        else:
+            pipe.zrange(key, offset, stop, withscores=True)
+        total, rows = await pipe.execute()
+    return SetPage(entries=[_sorted_entry(member, score) for member, score in rows], total=total)
+
+
+async def search_set(
+    redis: Redis, key: str, needle: str, *, offset: int, limit: int, newest_first: bool
+) -> SetPage:
+    """Members containing `needle` (plain text, case-sensitive, as Sidekiq's filter box), found
+    with a bounded ZSCAN MATCH, ordered like read_set_page and cut to one page."""
+    matches, complete = await _scan_matches(redis, key, f"*{glob_escape(needle)}*")
+    ordered = sorted(matches.items(), key=lambda item: (item[1], item[0]), reverse=newest_first)
+    entries = [_sorted_entry(member, score) for member, score in ordered[offset : offset + limit]]
+    return SetPage(entries=entries, total=len(ordered), scan_complete=complete)
+
+
+async def _scan_matches(redis: Redis, key: str, pattern: str) -> tuple[dict[bytes, float], bool]:
+    """Up to SCAN_CALLS ZSCAN calls, stopping early past MAX_MATCHES; True when it reached the
+    end of the set. A dict, because ZSCAN may return a member twice while Redis rehashes."""
+    matches: dict[bytes, float] = {}
+    cursor = 0
+    for _ in range(SCAN_CALLS):
+        cursor, batch = await redis.zscan(key, cursor, match=pattern, count=SCAN_COUNT)
+        for member, score in batch:
+            matches[member if isinstance(member, bytes) else str(member).encode()] = float(score)
+        if cursor == 0:
+            return matches, True
+        if len(matches) >= MAX_MATCHES:
+            break
+    return matches, False
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a literal inside a Redis MATCH pattern."""
+    return GLOB_SPECIALS.sub(r"\\\1", text)
+
+
+def _sorted_entry(member: bytes, score: float) -> SortedEntry:
+    return SortedEntry(score=float(score), job=parse_job(member))
+
+
+async def read_queue_page(
+    redis: Redis, key: str, *, offset: int, limit: int, oldest_first: bool
+) -> QueuePage:
+    """One page of a queue list and its LLEN, in one MULTI. The client LPUSHes, so index 0 is
+    the newest job and -1 the oldest (the next to run)."""
+    if oldest_first:
+        start, stop = -(offset + limit), -(offset + 1)
+    else:
+        start, stop = offset, offset + limit - 1
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.llen(key)
+        pipe.lrange(key, start, stop)
+        total, rows = await pipe.execute()
+    if oldest_first:
+        positions = range(offset + 1, offset + 1 + len(rows))
+        rows = rows[::-1]
+    else:
+        positions = range(total - offset, total - offset - len(rows), -1)
+    entries = [
+        QueueEntry(position, parse_job(raw)) for position, raw in zip(positions, rows, strict=True)
+    ]
+    return QueuePage(entries=entries, total=total)
