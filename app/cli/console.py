@@ -26,6 +26,7 @@ BANNER = """Sidekiq Supervisor console ({database})
     await manager.queued_jobs("text")       await manager.uncompleted_jobs()
     await manager.completed_jobs()          await manager.jobs(JobFilter(queue="default"))
     await manager.queued_to_completion_duration()   await manager.completed_jobs_duration()
+    await manager.restart_uncompleted_jobs("text", dry_run=True)
   Pages and durations print as tables; page.next_cursor continues a listing."""
 
 
