@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON := 3.11
 
-.PHONY: install run migrate test lint bench bench-ingest bench-console clean
+.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot clean
 
 # Installs uv (if missing) and every locked dependency into .venv.
 install: .venv/.installed
@@ -31,13 +31,16 @@ lint: install
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
-bench: bench-ingest bench-console
+bench: bench-ingest bench-console bench-snapshot
 
 bench-ingest: install
 	$(PY) -m benchmarks.ingest
 
 bench-console: install
 	$(PY) -m benchmarks.console
+
+bench-snapshot: install
+	$(PY) -m benchmarks.snapshot
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
