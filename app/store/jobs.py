@@ -15,18 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import EventName, Job, JobFilter, JobStatus, Page, TimelineEntry
 from app.errors import BadRequest
-from app.store.tables import JobEventRow, JobRow
+from app.store.tables import JobEventRow, JobRow, read_time, stored_time
 
 BAD_CURSOR = "cursor: not a cursor this API returned"
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.replace(tzinfo=UTC)
-
-
-def _naive(moment: datetime) -> datetime:
-    """Naive UTC as stored; a naive input is taken to be UTC already."""
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _job(row: JobRow) -> Job:
@@ -37,11 +28,11 @@ def _job(row: JobRow) -> Job:
         queue=row.queue,
         arguments=row.arguments,
         arguments_truncated=bool(row.arguments_truncated),
-        enqueued_at=_aware(row.enqueued_at),
-        scheduled_for=_aware(row.scheduled_for),
-        started_at=_aware(row.started_at),
-        completed_at=_aware(row.completed_at),
-        failed_at=_aware(row.failed_at),
+        enqueued_at=read_time(row.enqueued_at),
+        scheduled_for=read_time(row.scheduled_for),
+        started_at=read_time(row.started_at),
+        completed_at=read_time(row.completed_at),
+        failed_at=read_time(row.failed_at),
         first_seen_at=row.first_seen_at.replace(tzinfo=UTC),
         last_event_at=row.last_event_at.replace(tzinfo=UTC),
         attempts=row.attempts,
@@ -79,9 +70,9 @@ def _conditions(flt: JobFilter) -> list[ColumnElement[bool]]:
         # autoescape: %, _ and the escape character itself match as plain text.
         found.append(JobRow.arguments.contains(flt.arguments, autoescape=True))
     if flt.since is not None:
-        found.append(JobRow.last_event_at >= _naive(flt.since))
+        found.append(JobRow.last_event_at >= stored_time(flt.since))
     if flt.until is not None:
-        found.append(JobRow.last_event_at < _naive(flt.until))
+        found.append(JobRow.last_event_at < stored_time(flt.until))
     return found
 
 
@@ -89,7 +80,7 @@ def _after(cursor: str | None) -> list[ColumnElement[bool]]:
     if cursor is None:
         return []
     moment, jid = decode_cursor(cursor)
-    at = _naive(moment)
+    at = stored_time(moment)
     # Written as a range on last_event_at plus a tie-break so the index range scan applies.
     return [
         JobRow.last_event_at <= at,
@@ -156,4 +147,6 @@ async def completion_times(
         .limit(limit)
     )
     rows = (await session.execute(query)).all()
-    return [(_aware(q), _aware(s), c.replace(tzinfo=UTC)) for q, s, c in rows if c is not None]
+    return [
+        (read_time(q), read_time(s), c.replace(tzinfo=UTC)) for q, s, c in rows if c is not None
+    ]

@@ -3,16 +3,12 @@ long or scans much (each chunk is an index range read, then a delete by primary 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.store.tables import JobEventRow, JobRow, QueueSampleRow, SidekiqSampleRow
-
-
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
+from app.store.tables import JobEventRow, JobRow, QueueSampleRow, SidekiqSampleRow, stored_time
 
 
 async def delete_old_samples(session: AsyncSession, cutoff: datetime, *, chunk: int) -> int:
@@ -21,7 +17,7 @@ async def delete_old_samples(session: AsyncSession, cutoff: datetime, *, chunk: 
     for table in (SidekiqSampleRow, QueueSampleRow):
         ids = (
             await session.scalars(
-                select(table.id).where(table.sampled_at < _naive(cutoff)).limit(chunk)
+                select(table.id).where(table.sampled_at < stored_time(cutoff)).limit(chunk)
             )
         ).all()
         if ids:
@@ -34,7 +30,7 @@ async def delete_old_jobs(session: AsyncSession, cutoff: datetime, *, chunk: int
     """At most `chunk` ledger rows with no activity since `cutoff`, with their timelines."""
     jids = (
         await session.scalars(
-            select(JobRow.jid).where(JobRow.last_event_at < _naive(cutoff)).limit(chunk)
+            select(JobRow.jid).where(JobRow.last_event_at < stored_time(cutoff)).limit(chunk)
         )
     ).all()
     if jids:

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import Snapshot
-from app.store.tables import QueueSampleRow, SidekiqSampleRow
+from app.store.tables import QueueSampleRow, SidekiqSampleRow, stored_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +36,9 @@ class QueuePoint:
     busy: int
 
 
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 async def add_samples(session: AsyncSession, snapshot: Snapshot) -> None:
     """The snapshot's totals and per-queue rows; `busy` per queue counts jobs running from it."""
-    at = _naive(snapshot.taken_at)
+    at = stored_time(snapshot.taken_at)
     await session.execute(
         insert(SidekiqSampleRow).values(
             sampled_at=at,
@@ -78,8 +74,8 @@ async def totals_between(
     """Totals samples in [since, until), oldest first, at most `limit` of them."""
     query = (
         select(SidekiqSampleRow)
-        .where(SidekiqSampleRow.sampled_at >= _naive(since))
-        .where(SidekiqSampleRow.sampled_at < _naive(until))
+        .where(SidekiqSampleRow.sampled_at >= stored_time(since))
+        .where(SidekiqSampleRow.sampled_at < stored_time(until))
         .order_by(SidekiqSampleRow.sampled_at)
         .limit(limit)
     )
@@ -106,8 +102,8 @@ async def queue_points_between(
     query = (
         select(QueueSampleRow)
         .where(QueueSampleRow.queue == queue)
-        .where(QueueSampleRow.sampled_at >= _naive(since))
-        .where(QueueSampleRow.sampled_at < _naive(until))
+        .where(QueueSampleRow.sampled_at >= stored_time(since))
+        .where(QueueSampleRow.sampled_at < stored_time(until))
         .order_by(QueueSampleRow.sampled_at)
         .limit(limit)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Double, Index, Integer, MetaData, String, Text
 from sqlalchemy.dialects import mysql
@@ -16,6 +16,18 @@ Identifier = String(255).with_variant(
 )
 # TEXT stops at 65,535 bytes on MySQL; arguments may use the whole soft limit and more.
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def stored_time(moment: datetime) -> datetime:
+    """A time as the tables hold it: naive UTC (MySQL DATETIME has no zone). A naive input is
+    taken to be UTC already."""
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def read_time(moment: datetime | None) -> datetime | None:
+    """A stored time back as aware UTC."""
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
 
 TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s"}
