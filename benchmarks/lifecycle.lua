@@ -49,8 +49,9 @@ function done(summary, latency, requests)
   io.write(string.format(
     'wrk-json {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,' ..
     '"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,' ..
-    '"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    '"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%.1f}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max,
     latency.mean))
 end
