@@ -72,7 +72,8 @@ class Settings(BaseSettings):
 
     PAGE_SIZE: Count = 50
     MAX_PAGE_SIZE: Count = 500
-    DURATION_SAMPLE_SIZE: Count = 10_000
+    DURATION_SAMPLE_SIZE: Count = 2_000
+    SEARCH_TIMEOUT_SECONDS: Seconds = 1.5
 
     @field_validator("DATABASE_URL")
     @classmethod

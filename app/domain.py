@@ -163,10 +163,12 @@ class TimelineEntry:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of jobs, newest first; pass next_cursor back for the next one."""
+    """One page of jobs, newest first; pass next_cursor back for the next one. `stopped` means
+    an argument search hit its time limit before finishing (the page is then empty)."""
 
     items: list[Job]
     next_cursor: str | None
+    stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             keys=keys,
             page_size=settings.PAGE_SIZE,
             sample_limit=settings.DURATION_SAMPLE_SIZE,
+            search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
         ),
         event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
         collector=collector,

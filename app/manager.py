@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -75,6 +75,7 @@ class DurationReport:
     next_cursor: str | None
     percentiles: Percentiles
     sample_limit: int
+    stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +120,15 @@ class JobManager:
         redis: Redis | None = None,
         keys: Keys | None = None,
         page_size: int = 50,
-        sample_limit: int = 10_000,
+        sample_limit: int = 2_000,
+        search_seconds: float | None = 1.5,
     ) -> None:
         self._sessions = sessions
         self._redis = redis
         self._keys = keys or Keys()
         self.page_size = page_size
         self.sample_limit = sample_limit
+        self.search_seconds = search_seconds
 
     async def queued_jobs(
         self, flt: FilterArg = None, *, limit: int | None = None, cursor: str | None = None
@@ -176,8 +179,7 @@ class JobManager:
     ) -> Durations:
         """Completed jobs with both distributions (queued→completed, started→completed)."""
         completed = as_filter(flt).with_statuses(JobStatus.COMPLETE)
-        listing = await self._list(completed, limit=limit, cursor=cursor)
-        total, run = await self._samples(completed)
+        listing, total, run = await self._listing_and_samples(completed, limit, cursor)
         return Durations(listing, percentiles(total), percentiles(run), self.sample_limit)
 
     async def restart_uncompleted_jobs(
@@ -271,23 +273,47 @@ class JobManager:
     async def _list(self, flt: JobFilter, *, limit: int | None, cursor: str | None) -> Page:
         async with self._sessions() as session:
             return await ledger.list_jobs(
-                session, flt, limit=limit or self.page_size, cursor=cursor
+                session,
+                flt,
+                limit=limit or self.page_size,
+                cursor=cursor,
+                search_seconds=self.search_seconds,
             )
 
     async def _report(
         self, measure: str, flt: JobFilter, *, limit: int | None, cursor: str | None
     ) -> DurationReport:
         completed = flt.with_statuses(JobStatus.COMPLETE)
-        listing = await self._list(completed, limit=limit, cursor=cursor)
-        total, run = await self._samples(completed)
+        listing, total, run = await self._listing_and_samples(completed, limit, cursor)
         values = total if measure == "queued_to_completed" else run
         return DurationReport(
-            measure, listing.items, listing.next_cursor, percentiles(values), self.sample_limit
+            measure,
+            listing.items,
+            listing.next_cursor,
+            percentiles(values),
+            self.sample_limit,
+            stopped=listing.stopped,
         )
+
+    async def _listing_and_samples(
+        self, completed: JobFilter, limit: int | None, cursor: str | None
+    ) -> tuple[Page, list[float], list[float]]:
+        """The page and the duration samples; once an argument search is stopped, the
+        sample is not tried (it would scan the same rows) and comes back empty."""
+        listing = await self._list(completed, limit=limit, cursor=cursor)
+        if listing.stopped:
+            return listing, [], []
+        try:
+            total, run = await self._samples(completed)
+        except ledger.SearchStopped:
+            return replace(listing, stopped=True), [], []
+        return listing, total, run
 
     async def _samples(self, completed: JobFilter) -> tuple[list[float], list[float]]:
         async with self._sessions() as session:
-            rows = await ledger.completion_times(session, completed, limit=self.sample_limit)
+            rows = await ledger.completion_times(
+                session, completed, limit=self.sample_limit, search_seconds=self.search_seconds
+            )
         total = [(done - queued).total_seconds() for queued, _, done in rows if queued]
         run = [(done - started).total_seconds() for _, started, done in rows if started]
         return total, run

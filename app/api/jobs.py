@@ -76,7 +76,11 @@ async def list_jobs(
     manager: ManagerDep, params: FilterDep, limit: LimitDep, cursor: Cursor = None
 ) -> JobPageOut:
     page = await manager.jobs(params.filter, limit=limit, cursor=cursor)
-    return JobPageOut(items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor)
+    return JobPageOut(
+        items=[JobOut.of(job) for job in page.items],
+        next_cursor=page.next_cursor,
+        search_stopped=page.stopped,
+    )
 
 
 @router.get(
@@ -91,6 +95,7 @@ async def job_durations(
     return DurationsOut(
         items=[JobOut.of(job) for job in found.page.items],
         next_cursor=found.page.next_cursor,
+        search_stopped=found.page.stopped,
         queued_to_completed=PercentilesOut.of(found.queued_to_completed),
         started_to_completed=PercentilesOut.of(found.started_to_completed),
         sample_limit=found.sample_limit,

@@ -194,11 +194,18 @@ class JobDetailOut(JobOut):
     timeline: list[TimelineEntryOut]
 
 
+SEARCH_STOPPED = (
+    "True when an `arguments` search reached SUPERVISOR_SEARCH_TIMEOUT_SECONDS before finishing "
+    "(items are then empty): narrow it with queue, job_class or a time range."
+)
+
+
 class JobPageOut(BaseModel):
     items: list[JobOut]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null at the end."
     )
+    search_stopped: bool = Field(default=False, description=SEARCH_STOPPED)
 
 
 class PercentilesOut(BaseModel):
@@ -219,6 +226,7 @@ class DurationsOut(BaseModel):
 
     items: list[JobOut]
     next_cursor: str | None
+    search_stopped: bool = Field(default=False, description=SEARCH_STOPPED)
     queued_to_completed: PercentilesOut
     started_to_completed: PercentilesOut
     sample_limit: int = Field(description="Percentiles cover at most this many newest completions.")

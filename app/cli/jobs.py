@@ -22,6 +22,10 @@ from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
 
 T = TypeVar("T")
+STOPPED = (
+    "[yellow]the argument search stopped at SUPERVISOR_SEARCH_TIMEOUT_SECONDS: narrow it with "
+    "--queue, --class or --since[/yellow]"
+)
 cli = typer.Typer(help="List jobs from the ledger, newest activity first.", no_args_is_help=True)
 out = Console()
 
@@ -47,6 +51,7 @@ async def open_manager(settings: Settings) -> AsyncIterator[JobManager]:
             redis=redis,
             keys=Keys(settings.REDIS_NAMESPACE),
             sample_limit=settings.DURATION_SAMPLE_SIZE,
+            search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
         )
     finally:
         await redis.aclose()
@@ -98,19 +103,19 @@ def print_page(page: Page, *, as_json: bool) -> None:
             _short(job.arguments),
         )  # fmt: skip
     out.print(table)
-    _footer(page.next_cursor, len(page.items))
+    _footer(page.next_cursor, len(page.items), stopped=page.stopped)
 
 
 def print_durations(found: Durations | DurationReport, *, as_json: bool) -> None:
     """Completed jobs with their durations, then the percentile lines."""
     if isinstance(found, Durations):
-        items, cursor = found.page.items, found.page.next_cursor
+        items, cursor, stopped = found.page.items, found.page.next_cursor, found.page.stopped
         summaries = [
             ("queued→completed ", found.queued_to_completed),
             ("started→completed", found.started_to_completed),
         ]
     else:
-        items, cursor = found.items, found.next_cursor
+        items, cursor, stopped = found.items, found.next_cursor, found.stopped
         label = (
             "queued→completed " if found.measure == "queued_to_completed" else "started→completed"
         )
@@ -131,7 +136,7 @@ def print_durations(found: Durations | DurationReport, *, as_json: bool) -> None
     out.print(f"over the newest {found.sample_limit:,} completions matching the filter:")
     for label, value in summaries:
         out.print(f"  {label}  {_summary(value)}")
-    _footer(cursor, len(items))
+    _footer(cursor, len(items), stopped=stopped)
 
 
 def _duration_row(job: Job) -> dict[str, Any]:
@@ -149,7 +154,10 @@ def _summary(p: Percentiles) -> str:
     return f"n={p.count:,}  " + "  ".join(f"{name} {_seconds(value)}" for name, value in parts)
 
 
-def _footer(cursor: str | None, count: int) -> None:
+def _footer(cursor: str | None, count: int, *, stopped: bool = False) -> None:
+    if stopped:
+        out.print(STOPPED)
+        return
     more = f"; next page: --cursor {cursor}" if cursor else ""
     out.print(f"[dim]{count} job(s){more}[/dim]")
 

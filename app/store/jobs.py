@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import EventName, Job, JobFilter, JobStatus, Page, TimelineEntry
@@ -91,17 +94,65 @@ def _after(cursor: str | None) -> list[ColumnElement[bool]]:
 NEWEST_FIRST = (JobRow.last_event_at.desc(), JobRow.jid.desc())
 
 
+class SearchStopped(Exception):
+    """An argument search reached its time limit on the server (MySQL/MariaDB)."""
+
+
+# ER_STATEMENT_TIMEOUT (MariaDB max_statement_time), ER_QUERY_TIMEOUT (MySQL max_execution_time)
+STATEMENT_TIMEOUT_CODES = {1969, 3024}
+
+
+@asynccontextmanager
+async def _time_limited(
+    session: AsyncSession, flt: JobFilter, seconds: float | None
+) -> AsyncIterator[None]:
+    """Cap the statements inside when `flt` searches arguments: no index can serve a substring,
+    so a rare needle reads every candidate row. Raises SearchStopped at the limit. SQLite (the
+    small embedded default) has no such limit."""
+    if not flt.arguments or seconds is None:
+        yield
+        return
+    # The dialect learns MariaDB from MySQL on its first connection, so connect first.
+    dialect = (await session.connection()).dialect
+    if dialect.name != "mysql":
+        yield
+        return
+    mariadb = bool(getattr(dialect, "is_mariadb", False))
+    name = "max_statement_time" if mariadb else "max_execution_time"
+    value = f"{seconds:.3f}" if mariadb else str(int(seconds * 1000))
+    await session.execute(text(f"SET SESSION {name} = {value}"))
+    try:
+        yield
+    except DBAPIError as exc:
+        code = getattr(exc.orig, "args", (None,))[0]
+        if code in STATEMENT_TIMEOUT_CODES:
+            raise SearchStopped(str(exc.orig)) from exc
+        raise
+    finally:
+        await session.execute(text(f"SET SESSION {name} = 0"))
+
+
 async def list_jobs(
-    session: AsyncSession, flt: JobFilter, *, limit: int, cursor: str | None = None
+    session: AsyncSession,
+    flt: JobFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    search_seconds: float | None = None,
 ) -> Page:
-    """One page of jobs matching `flt`, newest activity first."""
+    """One page of jobs matching `flt`, newest activity first; an argument search that runs
+    past `search_seconds` answers an empty page marked `stopped`."""
     query = (
         select(JobRow)
         .where(*_conditions(flt), *_after(cursor))
         .order_by(*NEWEST_FIRST)
         .limit(limit + 1)
     )
-    rows = (await session.scalars(query)).all()
+    try:
+        async with _time_limited(session, flt, search_seconds):
+            rows = (await session.scalars(query)).all()
+    except SearchStopped:
+        return Page(items=[], next_cursor=None, stopped=True)
     jobs = [_job(row) for row in rows[:limit]]
     next_cursor = encode_cursor(jobs[-1]) if len(rows) > limit else None
     return Page(items=jobs, next_cursor=next_cursor)
@@ -134,19 +185,19 @@ async def get_timeline(session: AsyncSession, jid: str) -> list[TimelineEntry]:
 
 
 async def completion_times(
-    session: AsyncSession, flt: JobFilter, *, limit: int
+    session: AsyncSession, flt: JobFilter, *, limit: int, search_seconds: float | None = None
 ) -> list[tuple[datetime | None, datetime | None, datetime]]:
-    """(enqueued_at, started_at, completed_at) of the `limit` newest completed jobs in `flt`.
-
-    The sample percentiles are computed over: bounded, and served by the status index.
-    """
+    """(enqueued_at, started_at, completed_at) of the `limit` newest completed jobs in `flt`:
+    the sample percentiles are computed over, read from the covering status index. Raises
+    SearchStopped when an argument search runs past `search_seconds`."""
     query = (
         select(JobRow.enqueued_at, JobRow.started_at, JobRow.completed_at)
         .where(*_conditions(flt.with_statuses(JobStatus.COMPLETE)))
         .order_by(*NEWEST_FIRST)
         .limit(limit)
     )
-    rows = (await session.execute(query)).all()
+    async with _time_limited(session, flt, search_seconds):
+        rows = (await session.execute(query)).all()
     return [
         (read_time(q), read_time(s), c.replace(tzinfo=UTC)) for q, s, c in rows if c is not None
     ]

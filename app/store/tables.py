@@ -67,7 +67,16 @@ class JobRow(Base):
 
     __table_args__ = (
         Index(None, "last_event_at", "jid"),
-        Index(None, "status", "last_event_at", "jid"),
+        # Covers the duration sample (newest completions' times) without row lookups.
+        Index(
+            "ix_jobs_status_recent",
+            "status",
+            "last_event_at",
+            "jid",
+            "enqueued_at",
+            "started_at",
+            "completed_at",
+        ),
         Index(None, "queue", "last_event_at", "jid"),
         Index(None, "job_class", "last_event_at", "jid"),
         TABLE_OPTIONS,

@@ -198,3 +198,47 @@ async def test_read_api_needs_the_admin_token_when_set(
             )
     assert refused.status_code == 401
     assert allowed.status_code == 200
+
+
+DIGITS = " UNION ALL ".join(f"SELECT {d} AS d" for d in range(10))
+# 100,000 ledger rows with 500-byte arguments, in one portable INSERT ... SELECT.
+BULK_ROWS = f"""
+INSERT INTO jobs (jid, job_class, queue, arguments, arguments_truncated, status, status_key,
+                  first_seen_at, last_event_at, completed_at, attempts)
+SELECT CONCAT('bulk', a.d, b.d, c.d, d.d, e.d), 'BulkJob', 'bulk', REPEAT('x', 500), 0,
+       'complete', 0, '2026-01-01 00:00:00', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 1
+FROM ({DIGITS}) a CROSS JOIN ({DIGITS}) b CROSS JOIN ({DIGITS}) c
+     CROSS JOIN ({DIGITS}) d CROSS JOIN ({DIGITS}) e
+"""
+
+
+async def test_an_argument_search_past_its_time_limit_answers_stopped(mysql_url: str) -> None:
+    """No index serves a substring: on MySQL/MariaDB a search that would read too many rows
+    stops at SUPERVISOR_SEARCH_TIMEOUT_SECONDS and says so, and the connection stays usable."""
+    from httpx import ASGITransport
+
+    from app.store.db import create_engine
+
+    settings = make_settings(mysql_url, SEARCH_TIMEOUT_SECONDS=0.005)
+    engine = create_engine(settings)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("DELETE FROM jobs")
+        await conn.exec_driver_sql(BULK_ROWS)
+    application = create_app(settings)
+    try:
+        async with application.router.lifespan_context(application):
+            transport = ASGITransport(app=application)
+            async with AsyncClient(transport=transport, base_url="http://t") as http:
+                stopped = await http.get("/api/v1/jobs", params={"arguments": "no such needle"})
+                listed = await http.get("/api/v1/jobs", params={"limit": 2})
+                durations = await http.get("/api/v1/jobs/durations", params={"arguments": "zz"})
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DELETE FROM jobs")
+        await engine.dispose()
+    assert stopped.status_code == 200
+    assert stopped.json()["search_stopped"] is True
+    assert stopped.json()["items"] == []
+    assert listed.json()["search_stopped"] is False
+    assert len(listed.json()["items"]) == 2
+    assert durations.json()["search_stopped"] is True
