@@ -101,7 +101,9 @@ class Recorder:
         event.listen(engine.sync_engine, "before_cursor_execute", self._record)
 
     def _record(self, _conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        self.statements.append((statement, params))
+        # Only queries have plans; the search time limit's SET SESSION has none.
+        if statement.lstrip().upper().startswith("SELECT"):
+            self.statements.append((statement, params))
 
     def take(self) -> list[tuple[str, Any]]:
         taken, self.statements = self.statements, []
