@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import SecretStr
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.domain import EventLimits
@@ -31,6 +31,7 @@ class Resources:
 
     settings: Settings
     engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     writer: EventWriter
     manager: JobManager

@@ -106,6 +106,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.resources = Resources(
         settings=settings,
         engine=engine,
+        sessions=sessions,
         redis=redis,
         writer=writer,
         manager=JobManager(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -16,7 +16,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from app.domain import EventName, Job, JobStatus, Percentiles, TimelineEntry
+from app.domain import EventName, JobStatus
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -134,6 +134,16 @@ class EventIn(LifecycleIn):
     event: ClientEvent
 
 
+class DomainOut(BaseModel):
+    """An answer read straight off a domain value's attributes (same field names)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, value: object) -> Self:
+        return cls.model_validate(value)
+
+
 class AcceptedOut(BaseModel):
     job_id: str
     event: EventName
@@ -143,7 +153,7 @@ class BatchAcceptedOut(BaseModel):
     accepted: int
 
 
-class JobOut(BaseModel):
+class JobOut(DomainOut):
     """A ledger row with its derived durations (seconds)."""
 
     jid: str
@@ -168,13 +178,8 @@ class JobOut(BaseModel):
     run_seconds: float | None
     total_seconds: float | None
 
-    @classmethod
-    def of(cls, job: Job) -> JobOut:
-        fields = {name: getattr(job, name) for name in cls.model_fields}
-        return cls.model_validate(fields)
 
-
-class TimelineEntryOut(BaseModel):
+class TimelineEntryOut(DomainOut):
     event: EventName
     at: datetime
     received_at: datetime
@@ -184,10 +189,6 @@ class TimelineEntryOut(BaseModel):
     retry_count: int | None
     error_class: str | None
     error_message: str | None
-
-    @classmethod
-    def of(cls, entry: TimelineEntry) -> TimelineEntryOut:
-        return cls.model_validate({name: getattr(entry, name) for name in cls.model_fields})
 
 
 class JobDetailOut(JobOut):
@@ -208,17 +209,13 @@ class JobPageOut(BaseModel):
     search_stopped: bool = Field(default=False, description=SEARCH_STOPPED)
 
 
-class PercentilesOut(BaseModel):
+class PercentilesOut(DomainOut):
     count: int
     p50: float | None
     p90: float | None
     p95: float | None
     p99: float | None
     max: float | None
-
-    @classmethod
-    def of(cls, value: Percentiles) -> PercentilesOut:
-        return cls.model_validate({name: getattr(value, name) for name in cls.model_fields})
 
 
 class DurationsOut(BaseModel):

@@ -46,7 +46,6 @@ from app.sidekiq.browse import (
 )
 from app.sidekiq.control import SortedSet
 from app.sidekiq.reader import read_snapshot
-from app.store.db import create_sessionmaker
 from app.store.samples import queue_points_between, totals_between
 
 REDIS_DOWN: dict[int | str, dict[str, Any]] = {
@@ -272,7 +271,7 @@ async def _read_samples(
     found: ResourcesDep, since: datetime, until: datetime, *, queue: str | None, limit: int
 ) -> tuple[list[TotalsPointOut], list[QueuePointOut]]:
     """Totals when `queue` is None, else that queue's points (the other list stays empty)."""
-    async with create_sessionmaker(found.engine)() as session:
+    async with found.sessions() as session:
         if queue is None:
             rows = await totals_between(session, since, until, limit=limit)
             return [TotalsPointOut.of(row) for row in rows], []

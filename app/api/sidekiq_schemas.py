@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.domain import BusyJob, ProcessInfo, QueueStats, Snapshot
+from app.api.schemas import DomainOut
+from app.domain import BusyJob, ProcessInfo, Snapshot
 from app.sidekiq.browse import JobRecord, QueueEntry, SortedEntry
-from app.store.samples import QueuePoint, TotalsPoint
 
 Direction = Literal["asc", "desc"]
 FROM_SAMPLER = "True when the sampler's snapshot was fresh enough; False for a read just now."
@@ -52,14 +52,10 @@ class StatsOut(BaseModel):
         )
 
 
-class QueueOut(BaseModel):
+class QueueOut(DomainOut):
     name: str
     size: int
     latency_seconds: float = Field(description="Age of the oldest job (0 when empty).")
-
-    @classmethod
-    def of(cls, queue: QueueStats) -> QueueOut:
-        return cls(name=queue.name, size=queue.size, latency_seconds=queue.latency_seconds)
 
 
 class QueuesOut(BaseModel):
@@ -215,7 +211,7 @@ class QueuePageOut(BaseModel):
     items: list[QueueEntryOut]
 
 
-class TotalsPointOut(BaseModel):
+class TotalsPointOut(DomainOut):
     sampled_at: datetime
     processed: int
     failed: int
@@ -227,20 +223,12 @@ class TotalsPointOut(BaseModel):
     workers: int
     busy: int
 
-    @classmethod
-    def of(cls, point: TotalsPoint) -> TotalsPointOut:
-        return cls.model_validate({name: getattr(point, name) for name in cls.model_fields})
 
-
-class QueuePointOut(BaseModel):
+class QueuePointOut(DomainOut):
     sampled_at: datetime
     size: int
     latency_seconds: float
     busy: int = Field(description="Jobs running from this queue at the sample.")
-
-    @classmethod
-    def of(cls, point: QueuePoint) -> QueuePointOut:
-        return cls.model_validate({name: getattr(point, name) for name in cls.model_fields})
 
 
 class HistoryOut(BaseModel):
