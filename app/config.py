@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     DURATION_SAMPLE_SIZE: Count = 2_000
     SEARCH_TIMEOUT_SECONDS: Seconds = 1.5
 
+    # Job metrics: label values past these limits are counted under "other".
+    MAX_WORKER_LABELS: Count = 300
+    MAX_QUEUE_LABELS: Count = 100
+    MAX_ERROR_CLASS_LABELS: Count = 50
+
+    # Stuck and lost jobs (the reconciler runs on the sampler leader each tick).
+    RECONCILE_ENABLED: bool = True
+    STUCK_AFTER_SECONDS: Seconds = 3600.0
+    # Per-class thresholds, JSON: {"ReportJob": 14400}.
+    STUCK_AFTER_BY_CLASS: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    LOST_GRACE_SECONDS: Seconds = 60.0
+    PROCESS_STALE_SECONDS: Seconds = 60.0
+    RECONCILE_BATCH: Count = 1_000
+    RECONCILE_SCAN_COUNT: Count = 1_000
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _known_database(cls, value: str) -> str:

@@ -13,7 +13,10 @@ NOT_UTC = "event times must be timezone-aware UTC, got {moment!r}"
 class EventName(enum.StrEnum):
     """What happened to a job. The order of RANK breaks ties between equal times.
 
-    Clients report the first five; REQUEUED is recorded by the supervisor itself.
+    Clients report the first five and DEAD (from a death handler); the supervisor records
+    REQUEUED itself, and DEAD, FAILED, SCHEDULED or LOST when the reconciler finds what became of
+    a job nobody reported on. New names go last: ranks are stored in the ledger's keys, and a
+    rank must stay within 1..8 (see store.ledger.event_key).
     """
 
     SCHEDULED = "scheduled"
@@ -22,9 +25,15 @@ class EventName(enum.StrEnum):
     FAILED = "failed"
     COMPLETE = "complete"
     REQUEUED = "requeued"
+    DEAD = "dead"
+    # Recorded at the time of the event it refines (the run's start, or its enqueue), so any
+    # later news of the job wins over it.
+    LOST = "lost"
 
 
-CLIENT_EVENTS = frozenset(EventName) - {EventName.REQUEUED}
+CLIENT_EVENTS = frozenset(EventName) - {EventName.REQUEUED, EventName.LOST}
+# Events that end a run: the job stopped executing, successfully or not.
+FINISHED_EVENTS = frozenset({EventName.COMPLETE, EventName.FAILED, EventName.DEAD})
 
 
 # Lifecycle order: at the same event time the later stage wins, so duplicates and
@@ -63,9 +72,19 @@ class JobEvent:
     error_message: str | None = None
     scheduled_at: datetime | None = None
     requeued_as: str | None = None
+    # What the client knew of this run when it reported: when it was enqueued (Sidekiq's
+    # `enqueued_at`) and when it started. They give exact wait and run times without a lookup.
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for moment in (self.at, self.received_at, self.scheduled_at):
+        for moment in (
+            self.at,
+            self.received_at,
+            self.scheduled_at,
+            self.enqueued_at,
+            self.started_at,
+        ):
             if moment is not None and moment.utcoffset() != ZERO:
                 raise ValueError(NOT_UTC.format(moment=moment))
 
@@ -75,7 +94,12 @@ class JobEvent:
 
         Sidekiq's retry_count is absent on the first run and 0 on the first retry.
         """
-        if self.event in (EventName.QUEUED, EventName.SCHEDULED, EventName.REQUEUED):
+        if self.event in (
+            EventName.QUEUED,
+            EventName.SCHEDULED,
+            EventName.REQUEUED,
+            EventName.LOST,
+        ):
             return 0
         return 1 if self.retry_count is None else self.retry_count + 2
 

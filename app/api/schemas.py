@@ -116,6 +116,14 @@ class LifecycleIn(BaseModel):
     error_class: Name = None
     error_message: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
     scheduled_at: EventTime = None
+    enqueued_at: EventTime = Field(
+        default=None,
+        description="When this run of the job was enqueued (Sidekiq's `enqueued_at`), if known.",
+    )
+    started_at: EventTime = Field(
+        default=None,
+        description="On complete/failed/dead: when this run started, if known.",
+    )
 
 
 class QueuedIn(LifecycleIn):
@@ -124,7 +132,7 @@ class QueuedIn(LifecycleIn):
     job_id: JobId
 
 
-ClientEvent = Literal["scheduled", "queued", "started", "failed", "complete"]
+ClientEvent = Literal["scheduled", "queued", "started", "failed", "complete", "dead"]
 
 
 class EventIn(LifecycleIn):

@@ -135,6 +135,8 @@ def to_event(
         error_class=data.error_class,
         error_message=message,
         scheduled_at=data.scheduled_at,
+        enqueued_at=data.enqueued_at,
+        started_at=data.started_at,
     )
 
 

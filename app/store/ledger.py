@@ -116,8 +116,15 @@ def _sqlite_time(moment: datetime | None) -> str | None:
 SQLITE_ENCODING = Encoding(text=_same, time=_sqlite_time, number=_same)
 
 
+FAILURES = frozenset({EventName.FAILED, EventName.DEAD})
+
+
 def event_key(event: JobEvent) -> int:
-    """Orders events: later time first, then later lifecycle stage. Fits a signed BIGINT."""
+    """Orders events: later time first, then later lifecycle stage. Fits a signed BIGINT.
+
+    Ranks run 1..8: rank 8 of one microsecond equals rank 0 of the next, which no event has,
+    so keys stay unique and ordered.
+    """
     return ((event.at - EPOCH) // MICROSECOND) * 8 + RANK[event.event]
 
 
@@ -127,6 +134,7 @@ def _ledger_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
     name = event.event
     at = enc.time(event.at)
     null = enc.number(None)
+    started_at = event.at if name is EventName.STARTED else event.started_at
     return (
         enc.text(event.jid),
         enc.text(event.job_class),
@@ -136,17 +144,17 @@ def _ledger_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
         enc.number(key if event.job_class is not None else None),
         enc.text(name.value),
         enc.number(key),
-        at if name is EventName.QUEUED else null,
+        at if name is EventName.QUEUED else enc.time(event.enqueued_at),
         enc.time(event.scheduled_at) if name is EventName.SCHEDULED else null,
-        at if name is EventName.STARTED else null,
+        enc.time(started_at),
         at if name is EventName.COMPLETE else null,
-        at if name is EventName.FAILED else null,
+        at if name in FAILURES else null,
         at,
         at,
         enc.number(event.attempt),
         enc.text(event.error_class),
         enc.text(event.error_message),
-        enc.text(event.process) if name is EventName.STARTED else null,
+        enc.text(event.process) if started_at is not None else null,
         enc.text(event.requeued_as),
     )
 

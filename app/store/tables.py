@@ -77,6 +77,9 @@ class JobRow(Base):
             "started_at",
             "completed_at",
         ),
+        # The reconciler's reads: runs by start time, queued jobs by queue and enqueue time.
+        Index(None, "status", "started_at", "jid"),
+        Index(None, "status", "queue", "enqueued_at"),
         Index(None, "queue", "last_event_at", "jid"),
         Index(None, "job_class", "last_event_at", "jid"),
         TABLE_OPTIONS,

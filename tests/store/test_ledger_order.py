@@ -18,6 +18,7 @@ from app.domain import EventName, JobEvent
 from app.store.ledger import write_batch
 from app.store.tables import JobRow
 
+FAILURES = (EventName.FAILED, EventName.DEAD)
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 descriptors = st.none() | st.fixed_dictionaries(
@@ -50,9 +51,18 @@ def job_events(draw: st.DrawFn) -> list[JobEvent]:
                 received_at=at,
                 process=draw(st.none() | st.sampled_from(["host-a:1:aa", "host-b:2:bb"])),
                 retry_count=draw(st.none() | st.integers(0, 3)),
-                error_class="RuntimeError" if name is EventName.FAILED else None,
-                error_message=f"boom at {offset}" if name is EventName.FAILED else None,
+                # A failed and a dead event at the same microsecond are one failure reported
+                # twice (middleware and death handler or reconciler), so they carry one error.
+                error_class="RuntimeError" if name in FAILURES else None,
+                error_message=f"boom at {offset}" if name in FAILURES else None,
                 scheduled_at=at + timedelta(hours=1) if name is EventName.SCHEDULED else None,
+                # What a client knew of the run: its enqueue (on started) and start (on finish).
+                enqueued_at=at - timedelta(seconds=1)
+                if name is EventName.STARTED and draw(st.booleans())
+                else None,
+                started_at=at - timedelta(milliseconds=100)
+                if name in (EventName.COMPLETE, *FAILURES) and draw(st.booleans())
+                else None,
                 **described,
             )
         )
