@@ -19,6 +19,7 @@ from app.errors import Unauthorized
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
+from app.metrics.jobs import JobMetrics
 from app.sidekiq.keys import Keys
 
 MISSING_TOKEN = "this endpoint needs 'Authorization: Bearer <token>' ({setting})"
@@ -38,6 +39,7 @@ class Resources:
     event_limits: EventLimits
     collector: SidekiqCollector
     keys: Keys
+    job_metrics: JobMetrics
 
 
 def resources(request: Request) -> Resources:

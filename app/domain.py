@@ -105,6 +105,19 @@ class JobEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTimes:
+    """A ledger row's run times as read back after a batch committed (aware UTC, or None).
+
+    `enqueued_at` is the job's first enqueue and `started_at` its latest start; `attempts` says
+    how many runs the row has seen (1 for the first run; more only when a retry was reported).
+    """
+
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class EventLimits:
     """Soft limits applied to accepted events: longer values are stored truncated."""
 

@@ -26,6 +26,7 @@ from app.errors import AppError
 from app.ingest.writer import EventWriter, WriterLimits
 from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
+from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics, SamplerMetrics
 from app.sampler.runner import Sampler, SamplerConfig
 from app.sidekiq.keys import Keys
@@ -82,7 +83,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
     registry = app.state.registry
-    writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(registry))
+    job_metrics = JobMetrics(
+        registry,
+        max_workers=settings.MAX_WORKER_LABELS,
+        max_queues=settings.MAX_QUEUE_LABELS,
+        max_error_classes=settings.MAX_ERROR_CLASS_LABELS,
+    )
+    writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(registry), job_metrics)
     await writer.start()
     sessions = create_sessionmaker(engine)
     keys = Keys(settings.REDIS_NAMESPACE)
@@ -120,6 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
         collector=collector,
         keys=keys,
+        job_metrics=job_metrics,
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.domain import JobEvent
+from app.domain import JobEvent, RunTimes
 from app.errors import InvalidInput, Unavailable
+from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics
 from app.store.db import ping
 from app.store.ledger import (
     LedgerConflict,
     LedgerRefused,
     LedgerUnavailable,
+    run_times,
     write_batch,
 )
 
@@ -74,10 +76,17 @@ class WriterLimits:
 class EventWriter:
     """Collects events from many requests and commits them in batches."""
 
-    def __init__(self, engine: AsyncEngine, limits: WriterLimits, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        limits: WriterLimits,
+        metrics: IngestMetrics,
+        job_metrics: JobMetrics,
+    ) -> None:
         self._engine = engine
         self._limits = limits
         self._metrics = metrics
+        self._job_metrics = job_metrics
         self._queue: deque[_Request] = deque()
         self._pending_events = 0
         self._wake = asyncio.Event()
@@ -190,6 +199,7 @@ class EventWriter:
         self._count(events)
         for request in batch:
             _resolve(request)
+        await self._observe_jobs(events, slot)
 
     async def _commit_with_retries(self, events: Sequence[JobEvent], slot: _Slot) -> None:
         for attempt in range(MAX_CONFLICT_RETRIES + 1):
@@ -231,6 +241,7 @@ class EventWriter:
 
     async def _write_one_by_one(self, batch: list[_Request], slot: _Slot) -> None:
         """A batch the database refused as data: find which request it was, keep the rest."""
+        committed: list[JobEvent] = []
         for request in batch:
             try:
                 await self._commit_with_retries(request.events, slot)
@@ -242,6 +253,35 @@ class EventWriter:
             else:
                 self._count(request.events)
                 _resolve(request)
+                committed.extend(request.events)
+        await self._observe_jobs(committed, slot)
+
+    async def _observe_jobs(self, events: Sequence[JobEvent], slot: _Slot) -> None:
+        """Job metrics for committed (and already acknowledged) events.
+
+        Rows are read back only for the events that lack a time, in one query on the
+        flusher's connection. Nothing here may fail the batch: a failed read-back is logged
+        and counted, its connection dropped, and the events are observed without it.
+        """
+        known: dict[str, RunTimes] = {}
+        jids = {event.jid for event in events if self._job_metrics.needs_lookup(event)}
+        if jids and slot.conn is not None:
+            conn = slot.conn
+            try:
+                async with asyncio.timeout(self._limits.db_timeout_seconds):
+                    known = await run_times(conn, jids)
+            except Exception as exc:
+                log.warning("job metrics: reading back run times failed: %r", exc)
+                self._job_metrics.lookup_errors.inc()
+                slot.conn = None
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+        try:
+            self._job_metrics.observe(events, known)
+        except Exception:
+            # A bug in the metrics must not reach the flush loop, which would answer 503
+            # for a batch already acknowledged.
+            log.exception("job metrics: observing a committed batch failed")
 
     async def _database_failed(self, batch: list[_Request], exc: BaseException) -> None:
         log.error("ledger write failed, database marked down: %r", exc)

@@ -7,14 +7,15 @@ from the event with the greatest key (event time in µs * 8 + lifecycle rank).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.domain import RANK, EventName, JobEvent
+from app.domain import RANK, EventName, JobEvent, RunTimes
+from app.store.tables import read_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -254,6 +255,49 @@ async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> Non
             for statement in (*upserts, *inserts):
                 await cursor.execute(statement)
     await driver.commit()
+
+
+RUN_TIMES = "SELECT jid, enqueued_at, started_at, attempts FROM jobs WHERE jid IN ({marks})"
+# jids per read-back statement: one statement for any default-sized batch, and far below
+# SQLite's bound-parameter limit and MySQL's packet size.
+RUN_TIMES_CHUNK = 1000
+
+
+async def run_times(conn: AsyncConnection, jids: Collection[str]) -> dict[str, RunTimes]:
+    """The ledger rows' run times for `jids`, read by primary key; jids without a row are absent.
+
+    For the writer, on its own connection right after a commit. On MySQL the read transaction
+    is rolled back at once, so no read view outlives the call. Raises what the driver raises.
+    """
+    unique = sorted(set(jids))
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "an open connection always has its driver connection"
+    rows: list[Any] = []
+    for start in range(0, len(unique), RUN_TIMES_CHUNK):
+        chunk = unique[start : start + RUN_TIMES_CHUNK]
+        if conn.dialect.name == "sqlite":
+            marks = ",".join("?" * len(chunk))
+            async with driver.execute(RUN_TIMES.format(marks=marks), chunk) as cursor:
+                rows.extend(await cursor.fetchall())
+        else:
+            quote = _mysql_encoding(driver).text
+            marks = ",".join(quote(jid) for jid in chunk)
+            async with driver.cursor() as cursor:
+                await cursor.execute(RUN_TIMES.format(marks=marks))
+                rows.extend(await cursor.fetchall())
+    if unique and conn.dialect.name != "sqlite":
+        await driver.rollback()
+    return {
+        jid: RunTimes(_read_time(enqueued_at), _read_time(started_at), attempts)
+        for jid, enqueued_at, started_at, attempts in rows
+    }
+
+
+def _read_time(value: datetime | str | None) -> datetime | None:
+    # asyncmy returns DATETIME(6) as naive datetimes; the raw SQLite driver returns the text.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return read_time(value)
 
 
 # MySQL literals -----------------------------------------------------------------------------
