@@ -301,6 +301,18 @@ class Snapshot:
     def enqueued(self) -> int:
         return sum(queue.size for queue in self.queues)
 
+    def running(self, stale_after: timedelta) -> dict[str, str]:
+        """jid -> process identity of jobs running now: in the busy-work hash of a process
+        whose heartbeat is recent (or unknown). After a kill -9 the hashes stay in Redis until
+        they expire, with the heartbeat stopped."""
+        stale_before = self.taken_at - stale_after
+        live = {
+            process.identity
+            for process in self.processes
+            if process.beat is None or process.beat >= stale_before
+        }
+        return {job.jid: job.process for job in self.busy_jobs if job.jid and job.process in live}
+
     @property
     def workers(self) -> int:
         return sum(process.concurrency for process in self.processes)

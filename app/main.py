@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +30,7 @@ from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics, SamplerMetrics
+from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import Sampler, SamplerConfig
 from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
@@ -107,6 +110,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             retention_chunk_rows=settings.RETENTION_CHUNK_ROWS,
             timeout_seconds=settings.REDIS_TIMEOUT_SECONDS + settings.DB_TIMEOUT_SECONDS,
         ),
+        reconciler=_reconciler(settings, redis, keys, sessions, job_metrics),
     )
     if settings.SAMPLER_ENABLED:
         await sampler.start()
@@ -123,6 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             page_size=settings.PAGE_SIZE,
             sample_limit=settings.DURATION_SAMPLE_SIZE,
             search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
+            process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
         ),
         event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
         collector=collector,
@@ -139,6 +144,30 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await writer.stop()
         await redis.aclose()
         await engine.dispose()
+
+
+def _reconciler(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    sessions: async_sessionmaker[AsyncSession],
+    metrics: JobMetrics,
+) -> Reconciler | None:
+    if not settings.RECONCILE_ENABLED:
+        return None
+    config = ReconcileConfig(
+        stuck_after=timedelta(seconds=settings.STUCK_AFTER_SECONDS),
+        stuck_after_by_class={
+            name: timedelta(seconds=seconds)
+            for name, seconds in settings.STUCK_AFTER_BY_CLASS.items()
+        },
+        lost_grace=timedelta(seconds=settings.LOST_GRACE_SECONDS),
+        process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
+        batch=settings.RECONCILE_BATCH,
+        scan_count=settings.RECONCILE_SCAN_COUNT,
+        max_error_chars=settings.MAX_ERROR_MESSAGE_CHARS,
+    )
+    return Reconciler(redis=redis, keys=keys, sessions=sessions, metrics=metrics, config=config)
 
 
 def _writer_limits(settings: Settings) -> WriterLimits:

@@ -10,7 +10,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis.asyncio import Redis
@@ -122,6 +122,7 @@ class JobManager:
         page_size: int = 50,
         sample_limit: int = 2_000,
         search_seconds: float | None = 1.5,
+        process_stale: timedelta = timedelta(seconds=60),
     ) -> None:
         self._sessions = sessions
         self._redis = redis
@@ -129,6 +130,7 @@ class JobManager:
         self.page_size = page_size
         self.sample_limit = sample_limit
         self.search_seconds = search_seconds
+        self.process_stale = process_stale
 
     async def queued_jobs(
         self, flt: FilterArg = None, *, limit: int | None = None, cursor: str | None = None
@@ -152,6 +154,15 @@ class JobManager:
         """Jobs whose most recent status is `complete`."""
         return await self._list(
             as_filter(flt).with_statuses(JobStatus.COMPLETE), limit=limit, cursor=cursor
+        )
+
+    async def lost_jobs(
+        self, flt: FilterArg = None, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page:
+        """Jobs the reconciler found lost: started and no longer running anywhere (or queued
+        and no longer in their queue), with no trace in retry, dead or schedule."""
+        return await self._list(
+            as_filter(flt).with_statuses(JobStatus.LOST), limit=limit, cursor=cursor
         )
 
     async def jobs(
@@ -187,15 +198,16 @@ class JobManager:
     ) -> RequeueReport:
         """Push uncompleted (started or lost) jobs back into their Sidekiq queue, as new jobs.
 
-        Never one running now (busy-work hashes), never one twice (a Redis guard per original
-        jid); times in the units the fleet's Sidekiq writes. The ledger keeps the original row,
+        Never one running now (in the busy-work hash of a process whose heartbeat is younger
+        than `process_stale`), never one twice (a Redis guard per original jid); times in the
+        units the fleet's Sidekiq writes. The ledger keeps the original row,
         marked `requeued` with `requeued_as` naming the new jid, which is recorded as queued.
         """
         if self._redis is None:
             raise RuntimeError(NO_REDIS)
         candidates = await self._candidates(as_filter(flt), limit)
         snapshot = await read_snapshot(self._redis, self._keys)
-        running = {job.jid: job.process for job in snapshot.busy_jobs if job.jid}
+        running = snapshot.running(self.process_stale)
         planned = [_plan(job, running) for job in candidates]
         if dry_run:
             return RequeueReport(True, planned)

@@ -1,4 +1,4 @@
-"""`sidekiq-supervisor jobs queued|uncompleted|completed|all|durations`: readable tables."""
+"""`sidekiq-supervisor jobs queued|uncompleted|completed|lost|all|durations`: readable tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -52,6 +52,7 @@ async def open_manager(settings: Settings) -> AsyncIterator[JobManager]:
             keys=Keys(settings.REDIS_NAMESPACE),
             sample_limit=settings.DURATION_SAMPLE_SIZE,
             search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
+            process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
         )
     finally:
         await redis.aclose()
@@ -183,6 +184,13 @@ cli.command("uncompleted")(
     _listing(JobStatus.STARTED, "Jobs that started and never reported complete.")
 )
 cli.command("completed")(_listing(JobStatus.COMPLETE, "Jobs whose most recent status is complete."))
+cli.command("lost")(
+    _listing(
+        JobStatus.LOST,
+        "Jobs found lost: not running, not finished, not in retry, dead or schedule "
+        "(requeue them with `sidekiq-supervisor requeue`).",
+    )
+)
 cli.command("all")(_listing(None, "Every job in the ledger."))
 
 

@@ -64,9 +64,15 @@ class SamplerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.reconcile_seconds = Histogram(
+            "supervisor_reconcile_duration_seconds",
+            "Time the leader spent looking for stuck and lost jobs in one tick.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.errors = Counter(
             "supervisor_sampler_errors",
-            "Sampler ticks that failed, by stage (redis, database, unexpected).",
+            "Sampler ticks that failed, by stage (redis, database, reconcile, unexpected).",
             ["stage"],
             registry=registry,
         )

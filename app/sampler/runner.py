@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.domain import Snapshot
 from app.metrics.collector import SidekiqCollector
 from app.metrics.process import SamplerMetrics
+from app.sampler.reconcile import Reconciler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store.retention import delete_old_jobs, delete_old_samples
@@ -71,6 +72,7 @@ class Sampler:
         collector: SidekiqCollector,
         metrics: SamplerMetrics,
         config: SamplerConfig,
+        reconciler: Reconciler | None = None,
         identity: str | None = None,
     ) -> None:
         self._redis = redis
@@ -79,6 +81,7 @@ class Sampler:
         self._collector = collector
         self._metrics = metrics
         self._config = config
+        self._reconciler = reconciler
         self.identity = identity or replica_identity()
         self._task: asyncio.Task[None] | None = None
 
@@ -115,6 +118,9 @@ class Sampler:
             return None
         if await self._is_leader():
             await self._persist(snapshot)
+            await self._reconcile(snapshot)
+        elif self._reconciler is not None:
+            self._reconciler.stand_down()
         return snapshot
 
     async def _read(self) -> Snapshot | None:
@@ -147,6 +153,20 @@ class Sampler:
         leader: bool = held == 1
         self._metrics.leader.set(1 if leader else 0)
         return leader
+
+    async def _reconcile(self, snapshot: Snapshot) -> None:
+        if self._reconciler is None:
+            return
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._config.timeout_seconds):
+                await self._reconciler.tick(snapshot)
+        except (*UNREACHABLE_DB, RedisError) as exc:
+            # The round keeps its place: the next tick continues where this one stopped.
+            log.warning("reconcile could not finish this tick: %r", exc)
+            self._metrics.errors.labels("reconcile").inc()
+            return
+        self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     async def _persist(self, snapshot: Snapshot) -> None:
         cutoff = datetime.now(UTC) - timedelta(days=self._config.retention_days)

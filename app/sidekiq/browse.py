@@ -242,3 +242,16 @@ async def read_queue_page(
         QueueEntry(position, parse_job(raw)) for position, raw in zip(positions, rows, strict=True)
     ]
     return QueuePage(entries=entries, total=total)
+
+
+async def scan_step(
+    redis: Redis, key: str, cursor: int, *, count: int
+) -> tuple[int, list[SortedEntry]]:
+    """One ZSCAN call: the next cursor (0 when the pass is over) and the entries it returned.
+    A pass returns every member present from its start to its end, some possibly twice."""
+    cursor, batch = await redis.zscan(key, cursor, count=count)
+    entries = []
+    for member, score in batch:
+        raw = member if isinstance(member, bytes) else str(member).encode()
+        entries.append(_sorted_entry(raw, float(score)))
+    return int(cursor), entries

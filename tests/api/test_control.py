@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -61,6 +62,7 @@ async def test_requeue_dry_run_then_push_once_keeping_history(
         concurrency=5,
         queues=["default"],
         busy=[("b" * 24, "default", NOW)],
+        beat=time.time() - 2,  # a live process: requeue never touches what it runs
     )
 
     dry = (await client.post("/api/v1/jobs/requeue", json={})).json()

@@ -72,6 +72,7 @@ async def process(
     quiet: bool = False,
     rss: int | None = 123_456,
     expired: bool = False,
+    beat: float = NOW - 2,
 ) -> str:
     """A heartbeat as the launcher writes it; `busy` holds (jid, queue, run_at) per thread."""
     identity = f"{hostname}:{secrets.randbelow(90000) + 10000}:{secrets.token_hex(6)}"
@@ -97,7 +98,7 @@ async def process(
     fields: dict[FieldT, EncodableT] = {
         "info": orjson.dumps(info),
         "busy": len(busy),
-        "beat": str(NOW - 2),
+        "beat": str(beat),
         "quiet": "true" if quiet else "false",
         "rtt_us": 150,
     }

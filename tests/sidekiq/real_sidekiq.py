@@ -168,10 +168,16 @@ class RealSidekiq:
     identity: str
     log: Path
     env: dict[str, str]
+    command: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    async def kill9(self) -> None:
+        """SIGKILL the process group, as a pod killed mid-job: nothing is cleaned up in Redis."""
+        _signal_group(self.pid, signal.SIGKILL)
+        await self.process.wait()
 
     async def push(self, *items: Mapping[str, Any]) -> list[str]:
         """Pushes through Sidekiq::Client (one Ruby run for all items); returns the jids."""
@@ -344,23 +350,40 @@ async def start_sidekiq(
     command += ["-t", str(SHUTDOWN_TIMEOUT_SECONDS)]
     for queue in queues:
         command += ["-q", queue]
-    log = log_dir / "sidekiq.log"
     async with exclusive(redis_url):
         redis = Redis.from_url(redis_url)
         await redis.flushdb()
         try:
-            with log.open("wb") as sink:
-                process = await asyncio.create_subprocess_exec(
-                    *command, stdout=sink, stderr=sink, env=env, cwd=ROOT, start_new_session=True
-                )
-            try:
-                identity = await _first_heartbeat(redis, process, log)
-                yield RealSidekiq(process, redis, identity, log, env)
-            finally:
-                await _stop(process)
+            async with _running(command, env, redis, log_dir / "sidekiq.log") as sidekiq:
+                yield sidekiq
         finally:
             await redis.flushdb()
             await redis.aclose()
+
+
+@asynccontextmanager
+async def successor(previous: RealSidekiq, log_dir: Path) -> AsyncIterator[RealSidekiq]:
+    """Another sidekiq like `previous` (same command, Redis and lock), e.g. after a kill -9,
+    started without flushing the database; stopped and reaped on exit."""
+    async with _running(
+        previous.command, previous.env, previous.redis, log_dir / "next.log"
+    ) as new:
+        yield new
+
+
+@asynccontextmanager
+async def _running(
+    command: Sequence[str], env: dict[str, str], redis: Redis, log: Path
+) -> AsyncIterator[RealSidekiq]:
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=sink, stderr=sink, env=env, cwd=ROOT, start_new_session=True
+        )
+    try:
+        identity = await _first_heartbeat(redis, process, log)
+        yield RealSidekiq(process, redis, identity, log, env, tuple(command))
+    finally:
+        await _stop(process)
 
 
 async def _first_heartbeat(redis: Redis, process: asyncio.subprocess.Process, log: Path) -> str:

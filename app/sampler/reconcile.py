@@ -1,0 +1,267 @@
+"""Stuck and lost jobs: what became of jobs nobody reported on, at a bounded cost per tick.
+
+Runs on the sampler leader after each snapshot. A *round* takes up to `batch` candidates from
+the ledger: runs started more than the grace period ago that no live process is running (its
+busy-work hash), and queued jobs older than their queue's oldest job (a FIFO queue cannot
+still hold them). Before calling any of them lost, the round looks for them where Sidekiq keeps
+jobs it is not running: `retry` and `dead` for started runs (the seed's middleware posts
+nothing when a job raises), `schedule` for queued ones (it cannot tell scheduled from queued).
+It does so with a paced ZSCAN, `scan_count` entries per set per tick, never a full read. When
+every set has been passed over, the round writes what it learnt as events through the ledger's
+order-independent merge: `failed` (and `dead`) with Sidekiq's error, `scheduled`, or `lost`.
+Any later news of a job (it started again, completed, was requeued) still wins over them.
+
+Each tick also refreshes the stuck gauge (started longer ago than the class's threshold) and
+the lost gauge (jobs now `lost`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.domain import EventName, JobEvent, JobStatus, Snapshot
+from app.metrics.jobs import JobMetrics
+from app.sidekiq.browse import SortedEntry, scan_step
+from app.sidekiq.control import SortedSet
+from app.sidekiq.keys import Keys
+from app.store.ledger import MICROSECOND, write_batch
+from app.store.overdue import (
+    OpenRun,
+    RunCursor,
+    lost_counts,
+    queued_runs,
+    started_runs,
+    stuck_counts,
+)
+
+log = logging.getLogger(__name__)
+
+# Where each kind of candidate can be when it is not running, in the order they are scanned.
+SETS_FOR = {
+    JobStatus.STARTED: (SortedSet.RETRY, SortedSet.DEAD),
+    JobStatus.QUEUED: (SortedSet.SCHEDULE,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    stuck_after: timedelta
+    stuck_after_by_class: Mapping[str, timedelta]
+    lost_grace: timedelta
+    process_stale: timedelta
+    batch: int
+    scan_count: int
+    max_error_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What a closed round decided, by jid."""
+
+    failed: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    scheduled: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Round:
+    runs: dict[str, OpenRun]
+    # Sets still to pass over, with the ZSCAN cursor to continue from.
+    cursors: dict[SortedSet, int]
+    found: dict[str, tuple[SortedSet, SortedEntry]] = field(default_factory=dict)
+
+
+def queue_cutoffs(snapshot: Snapshot, grace: timedelta) -> dict[str, datetime]:
+    """Per queue Sidekiq knows: a queued job enqueued before this is older than the queue's
+    oldest job (or the queue is empty), so the queue cannot still hold it."""
+    now = snapshot.taken_at
+    cutoffs: dict[str, datetime] = {}
+    for queue in snapshot.queues:
+        oldest = now - timedelta(seconds=queue.latency_seconds) if queue.size else now
+        cutoffs[queue.name] = min(now, oldest) - grace
+    return cutoffs
+
+
+class Reconciler:
+    """Keeps one round's state between ticks; only the leader calls `tick`."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: Keys,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: JobMetrics,
+        config: ReconcileConfig,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._sessions = sessions
+        self._metrics = metrics
+        self._config = config
+        self._round: _Round | None = None
+        self._after: RunCursor | None = None
+
+    def stand_down(self) -> None:
+        """Another replica leads now: forget the round and stop exporting the gauges."""
+        self._round = None
+        self._after = None
+        self._metrics.clear_reconcile_gauges()
+
+    async def tick(self, snapshot: Snapshot) -> Verdicts | None:
+        """Advance the round (opening one if none is under way); the verdicts when it closed."""
+        running = set(snapshot.running(self._config.process_stale))
+        if self._round is None:
+            self._round = await self._open(snapshot, running)
+        verdicts = None
+        if self._round is not None:
+            await self._scan(self._round)
+            if not self._round.cursors:
+                verdicts = await self._close(self._round, running, snapshot.taken_at)
+                self._round = None
+        await self._refresh_gauges(snapshot.taken_at)
+        return verdicts
+
+    async def _open(self, snapshot: Snapshot, running: set[str]) -> _Round | None:
+        before = snapshot.taken_at - self._config.lost_grace
+        limit = self._config.batch
+        async with self._sessions() as session:
+            started = await started_runs(session, before=before, after=self._after, limit=limit)
+            queued = await queued_runs(
+                session,
+                cutoffs=queue_cutoffs(snapshot, self._config.lost_grace),
+                elsewhere_before=before,
+                limit=limit,
+            )
+        # A full page means more may follow: continue after it next round, else start over.
+        last = started[-1] if len(started) == limit else None
+        self._after = (
+            None
+            if last is None or last.started_at is None
+            else RunCursor(last.started_at, last.jid)
+        )
+        runs = {run.jid: run for run in (*started, *queued) if run.jid not in running}
+        if not runs:
+            return None
+        sets = {s for run in runs.values() for s in SETS_FOR[run.status]}
+        return _Round(runs=runs, cursors=dict.fromkeys(sorted(sets), 0))
+
+    async def _scan(self, round_: _Round) -> None:
+        """One ZSCAN step over each set still to pass; note candidates found in it."""
+        for name, cursor in list(round_.cursors.items()):
+            key = self._keys.key(name.value)
+            cursor, entries = await scan_step(
+                self._redis, key, cursor, count=self._config.scan_count
+            )
+            for entry in entries:
+                jid = entry.job.jid
+                if jid in round_.runs and name in SETS_FOR[round_.runs[jid].status]:
+                    round_.found[jid] = (name, entry)
+            if cursor == 0:
+                del round_.cursors[name]
+            else:
+                round_.cursors[name] = cursor
+
+    async def _close(self, round_: _Round, running: set[str], now: datetime) -> Verdicts:
+        verdicts = Verdicts()
+        events: list[JobEvent] = []
+        for jid, run in round_.runs.items():
+            if jid in running:
+                continue  # it started (or was seen running) while the round went on
+            where = round_.found.get(jid)
+            if where is None:
+                verdicts.lost.append(jid)
+                events.append(_lost(run, now))
+                continue
+            name, entry = where
+            if name is SortedSet.SCHEDULE:
+                verdicts.scheduled.append(jid)
+                events.append(_scheduled(run, entry, now))
+                continue
+            failure = _failure(run, entry, now, dead=name is SortedSet.DEAD)
+            events.extend(_bounded(event, self._config.max_error_chars) for event in failure)
+            (verdicts.dead if name is SortedSet.DEAD else verdicts.failed).append(jid)
+        if events:
+            async with self._sessions() as session:
+                await write_batch(await session.connection(), events)
+            # Labelled for the metrics only: in the ledger, an event that names a class must
+            # carry the arguments too, and these come without them.
+            labelled = [_labelled(e, round_.runs[e.jid]) for e in events]
+            self._metrics.observe(labelled, {})
+            for jid in verdicts.lost:
+                run = round_.runs[jid]
+                self._metrics.lost_detected(run.queue, run.job_class)
+            log.info(
+                "reconciled %d jobs: %d failed, %d dead, %d scheduled, %d lost",
+                len(events),
+                len(verdicts.failed),
+                len(verdicts.dead),
+                len(verdicts.scheduled),
+                len(verdicts.lost),
+            )
+        return verdicts
+
+    async def _refresh_gauges(self, now: datetime) -> None:
+        async with self._sessions() as session:
+            stuck = await stuck_counts(
+                session,
+                now=now,
+                after=self._config.stuck_after,
+                after_by_class=self._config.stuck_after_by_class,
+            )
+            lost = await lost_counts(session)
+        self._metrics.set_stuck(stuck)
+        self._metrics.set_lost(lost)
+
+
+def _bounded(event: JobEvent, max_error_chars: int) -> JobEvent:
+    """Sidekiq's error as the ledger stores it: class within its column, message cut short."""
+    error_class = event.error_class[:255] if event.error_class else event.error_class
+    message = event.error_message[:max_error_chars] if event.error_message else event.error_message
+    return replace(event, error_class=error_class, error_message=message)
+
+
+def _labelled(event: JobEvent, run: OpenRun) -> JobEvent:
+    return replace(event, queue=run.queue, job_class=run.job_class)
+
+
+def _lost(run: OpenRun, now: datetime) -> JobEvent:
+    # At the time of the status it refines (rank above every other event): any later news wins.
+    return JobEvent(run.jid, EventName.LOST, run.status_at, now, started_at=run.started_at)
+
+
+def _scheduled(run: OpenRun, entry: SortedEntry, now: datetime) -> JobEvent:
+    # Just after the queued post it turned out to be (SCHEDULED ranks below QUEUED).
+    return JobEvent(
+        run.jid, EventName.SCHEDULED, run.status_at + MICROSECOND, now, scheduled_at=entry.at
+    )
+
+
+def _failure(run: OpenRun, entry: SortedEntry, now: datetime, *, dead: bool) -> list[JobEvent]:
+    """The run's failure as Sidekiq recorded it; for the dead set, its death too."""
+    job = entry.job
+    # After the start it ends, whatever the clocks say.
+    at = max(job.failed_at or entry.at or now, run.status_at + MICROSECOND)
+    # The entry's retry_count counts failures from 0; events carry the count the run saw.
+    seen = None if not job.retry_count else job.retry_count - 1
+    failed = JobEvent(
+        run.jid,
+        EventName.FAILED,
+        at,
+        now,
+        retry_count=seen,
+        error_class=job.error_class,
+        error_message=job.error_message,
+        enqueued_at=run.enqueued_at,
+        started_at=run.started_at,
+    )
+    if not dead:
+        return [failed]
+    return [failed, replace(failed, event=EventName.DEAD, enqueued_at=None, started_at=None)]
