@@ -27,6 +27,7 @@ from tests.sidekiq.real_sidekiq import (
     POLL_SECONDS,
     STARTED,
     RealSidekiq,
+    job,
     start_sidekiq,
     successor,
 )
@@ -117,3 +118,48 @@ async def test_a_job_killed_with_its_process_is_lost_then_requeued_and_run(
 
 async def _started(sidekiq: RealSidekiq, jid: str) -> bool:
     return jid.encode() in await sidekiq.redis.lrange(STARTED, 0, -1)
+
+
+async def test_a_job_that_raised_under_the_seed_middleware_is_found_failed(
+    tmp_path: Path, engine: AsyncEngine
+) -> None:
+    """The seed posts queued and started, then nothing when the job raises: the reconciler
+    reads the failure from the entry real Sidekiq wrote to `retry`."""
+    sessions = create_sessionmaker(engine)
+    registry = CollectorRegistry()
+    metrics = JobMetrics(registry, max_workers=10, max_queues=10, max_error_classes=10)
+    async with start_sidekiq(tmp_path) as sidekiq:
+        reconciler = Reconciler(
+            redis=sidekiq.redis, keys=Keys(), sessions=sessions, metrics=metrics, config=CONFIG
+        )
+        [jid] = await sidekiq.push(job("ExplodeJob", "default", "kaput"))
+        await sidekiq.wait_until(
+            lambda: _in_retry(sidekiq, jid), "the raising job to land in retry"
+        )
+        at = datetime.now(UTC) - 2 * CONFIG.lost_grace
+        events = [
+            JobEvent(
+                jid, name, at, at, job_class="ExplodeJob", queue="default", arguments='["kaput"]'
+            )
+            for name in (EventName.QUEUED, EventName.STARTED)
+        ]
+        async with engine.connect() as conn:
+            await write_batch(conn, events)
+
+        verdicts = await reconciler.tick(await read_snapshot(sidekiq.redis, Keys()))
+        assert verdicts is not None
+        assert verdicts.failed == [jid]
+        found = await JobManager(sessions).job(jid)
+        assert found is not None
+        assert (found.status, found.error_class, found.error_message) == (
+            JobStatus.FAILED,
+            "Boom",
+            "kaput",
+        )
+        assert found.attempts == 1
+        labels = {"queue": "default", "worker": "ExplodeJob", "error_class": "Boom"}
+        assert registry.get_sample_value("sidekiq_jobs_failed_total", labels) == 1
+
+
+async def _in_retry(sidekiq: RealSidekiq, jid: str) -> bool:
+    return jid in await sidekiq.jids_in("retry")
