@@ -196,14 +196,17 @@ module SidekiqSupervisor
       value.match?(/\A\d+\z/) ? value.to_i : nil
     end
 
-    # The indexes of the elements a 422 names ("[3].job_id"), so the others can still be sent.
-    def self.bad_indexes(response)
+    # What a 422 names: {"[3].job_id" => "is required"} or {"events" => "at most 100 events ..."}.
+    def self.fields(response)
       fields = JSON.parse(response.body.to_s)["fields"]
-      return [] unless fields.is_a?(Hash)
-
-      fields.keys.filter_map { |key| key[/\A\[(\d+)\]/, 1]&.to_i }.uniq
+      fields.is_a?(Hash) ? fields : {}
     rescue StandardError
-      []
+      {}
+    end
+
+    # The indexes of the elements named, so the others can still be sent.
+    def self.bad_indexes(fields)
+      fields.keys.filter_map { |key| key[/\A\[(\d+)\]/, 1]&.to_i }.uniq
     end
 
     def self.describe(response)
@@ -227,7 +230,8 @@ module SidekiqSupervisor
       @deadline = nil
       @thread = nil
       @throttle = Throttle.new(config)
-      @max_batch_bytes = config.max_batch_bytes
+      @max_batch_bytes = config.max_batch_bytes # both shrink if the service says they are too big
+      @batch_size = config.batch_size
     end
 
     # Never blocks on I/O: a mutex, an append, maybe a signal.
@@ -242,7 +246,7 @@ module SidekiqSupervisor
           @stats[:dropped] += 1
         end
         @buffer << event
-        @wakeup.signal if @buffer.size == 1 || @buffer.size >= @config.batch_size
+        @wakeup.signal if @buffer.size == 1 || @buffer.size >= @batch_size
         start_sender unless @thread&.alive?
       end
     end
@@ -303,13 +307,13 @@ module SidekiqSupervisor
         return nil if @stopping && SidekiqSupervisor.monotonic > @deadline
 
         gather_more unless @stopping
-        @buffer.shift(@config.batch_size)
+        @buffer.shift(@batch_size)
       end
     end
 
     def gather_more
       until_time = SidekiqSupervisor.monotonic + @config.flush_interval_seconds
-      while @buffer.size < @config.batch_size && !@stopping
+      while @buffer.size < @batch_size && !@stopping
         left = until_time - SidekiqSupervisor.monotonic
         break if left <= 0
 
@@ -360,14 +364,17 @@ module SidekiqSupervisor
       [:retry, retry_after]
     end
 
-    # A 4xx is never retried as is: a 422 naming elements drops just those, a 413 halves the batch.
+    # A 4xx is never retried as is: a 422 naming elements drops just those; a 413 (or a 422 about
+    # the number of events) halves the batches and sends the same events again.
     def rejected(events, response)
       code = response.code.to_i
-      bad = code == 422 ? Answer.bad_indexes(response) : []
+      fields = code == 422 ? Answer.fields(response) : {}
+      bad = Answer.bad_indexes(fields)
       keep = if bad.any? && bad.size < events.size
         events.reject.with_index { |_, index| bad.include?(index) }
-      elsif code == 413 && events.size > 1
-        @max_batch_bytes = [@max_batch_bytes / 2, 16 * 1024].max
+      elsif (code == 413 || fields.key?("events")) && events.size > 1
+        @max_batch_bytes = [@max_batch_bytes / 2, 16 * 1024].max if code == 413
+        @batch_size = [events.size / 2, 1].max if code == 422
         events
       else
         []

@@ -167,3 +167,12 @@ async def test_the_buffer_stays_bounded_dropping_the_oldest_events() -> None:
         jid(i) for i in range(40, 50)
     }
     assert elapsed < 10.0  # the flush at exit gave up at its deadline
+
+
+async def test_a_422_about_the_batch_size_halves_the_batches() -> None:
+    too_many = Answer(422, {"error": "invalid_input", "fields": {"events": "at most 2 events"}})
+    recorder = Recorder(script=[too_many])
+    with fake_supervisor(recorder) as url:
+        stats = await send(url, 5, "wait", batch_size="5")
+    assert stats["sent"] == 5
+    assert [len(recorder.jids(n)) for n in range(len(recorder.requests))] == [5, 2, 2, 1]
