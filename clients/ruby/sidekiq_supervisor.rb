@@ -571,13 +571,19 @@ module SidekiqSupervisor
         return false
       end
       Sidekiq.configure_client { |config| add_client_middleware(config) }
-      Sidekiq.configure_server do |config|
-        add_client_middleware(config)
-        config.server_middleware { |chain| chain.prepend(ServerMiddleware) }
-        config.death_handlers << DEATH_HANDLER unless config.death_handlers.include?(DEATH_HANDLER)
-      end
+      Sidekiq.configure_server { |config| install_server(config) }
       install_at_exit
       true
+    end
+
+    # What install! does in configure_server, for a config it does not reach, e.g. Sidekiq 7's
+    # embedded mode: Sidekiq.configure_embed { |config| SidekiqSupervisor.install_server(config) }.
+    def install_server(config)
+      add_client_middleware(config)
+      config.server_middleware { |chain| chain.prepend(ServerMiddleware) }
+      config.death_handlers << DEATH_HANDLER unless config.death_handlers.include?(DEATH_HANDLER)
+      install_at_exit
+      config
     end
 
     # Sends what is buffered (at most `timeout` seconds); run at exit by install!.
