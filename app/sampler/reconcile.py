@@ -34,6 +34,7 @@ from app.store.ledger import MICROSECOND, write_batch
 from app.store.overdue import (
     OpenRun,
     RunCursor,
+    current_runs,
     lost_counts,
     queued_runs,
     started_runs,
@@ -170,11 +171,13 @@ class Reconciler:
                 round_.cursors[name] = cursor
 
     async def _close(self, round_: _Round, running: set[str], now: datetime) -> Verdicts:
+        async with self._sessions() as session:
+            current = await current_runs(session, round_.runs)
         verdicts = Verdicts()
         events: list[JobEvent] = []
         for jid, run in round_.runs.items():
-            if jid in running:
-                continue  # it started (or was seen running) while the round went on
+            if jid in running or current.get(jid) != run:
+                continue  # news came while the round went on: it ran, finished or moved on
             where = round_.found.get(jid)
             if where is None:
                 verdicts.lost.append(jid)

@@ -7,7 +7,7 @@ ix_jobs_status_recent) with a LIMIT, or a GROUP BY over rows already known to be
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -83,6 +83,14 @@ async def started_runs(
         conditions.append(or_(started > at, and_(started == at, JobRow.jid > after.jid)))
     query = select(*COLUMNS).where(*conditions).order_by(started, JobRow.jid).limit(limit)
     return [_run(tuple(row)) for row in (await session.execute(query)).all()]
+
+
+async def current_runs(session: AsyncSession, jids: Collection[str]) -> dict[str, OpenRun]:
+    """The rows of `jids` as they are now (by primary key), whatever their status."""
+    if not jids:
+        return {}
+    query = select(*COLUMNS).where(JobRow.jid.in_(list(jids)))
+    return {run.jid: run for run in map(_run, map(tuple, (await session.execute(query)).all()))}
 
 
 async def queued_runs(

@@ -23,7 +23,7 @@ from app.domain import (
 )
 from app.manager import JobManager
 from app.metrics.jobs import JobMetrics
-from app.sampler.reconcile import ReconcileConfig, Reconciler
+from app.sampler.reconcile import ReconcileConfig, Reconciler, Verdicts
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
 from app.store.ledger import write_batch
@@ -304,3 +304,19 @@ async def test_stuck_counts_follow_each_class_threshold(world: World) -> None:
         )
         is None
     )
+
+
+async def test_news_during_a_round_keeps_the_job_out_of_its_verdicts(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    world = build(redis, engine, replace(CONFIG, scan_count=5))
+    await started(world, "finished", timedelta(minutes=5))
+    await redis.zadd("retry", {entry(f"other-{n}"): NOW.timestamp() + n for n in range(100)})
+    assert await world.reconciler.tick(snapshot()) is None  # the round is under way
+    await record(world, event("finished", EventName.COMPLETE, timedelta(seconds=1)))
+    verdicts = None
+    while verdicts is None:
+        verdicts = await world.reconciler.tick(snapshot())
+    assert verdicts == Verdicts()
+    assert await status(world, "finished") is JobStatus.COMPLETE
+    assert world.sample("sidekiq_jobs_lost_detected_total", queue="default", worker="HardJob") == 0
