@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON := 3.11
 
-.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot bench-middleware clean
+.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware clean
 
 # Installs uv (if missing) and every locked dependency into .venv.
 install: .venv/.installed
@@ -31,7 +31,7 @@ lint: install
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
-bench: bench-ingest bench-console bench-snapshot bench-middleware
+bench: bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware
 
 bench-ingest: install
 	$(PY) -m benchmarks.ingest
@@ -41,6 +41,9 @@ bench-console: install
 
 bench-snapshot: install
 	$(PY) -m benchmarks.snapshot
+
+bench-reconcile: install
+	$(PY) -m benchmarks.reconcile
 
 # Time our Ruby middleware adds to a real Sidekiq job (supervisor up, refused, hung).
 bench-middleware: install

@@ -117,17 +117,35 @@ class Reconciler:
         self._metrics.clear_reconcile_gauges()
 
     async def tick(self, snapshot: Snapshot) -> Verdicts | None:
-        """Advance the round (opening one if none is under way); the verdicts when it closed."""
+        """Advance the round (opening one if none is under way); the verdicts on the candidates
+        whose sets it finished passing over this tick, if any."""
         running = set(snapshot.running(self._config.process_stale))
         if self._round is None:
             self._round = await self._open(snapshot, running)
         verdicts = None
         if self._round is not None:
             await self._scan(self._round)
-            if not self._round.cursors:
-                verdicts = await self._close(self._round, running, snapshot.taken_at)
+            verdicts = await self._close_passed(self._round, running, snapshot.taken_at)
+            if not self._round.runs:
                 self._round = None
         await self._refresh_gauges(snapshot.taken_at)
+        return verdicts
+
+    async def _close_passed(
+        self, round_: _Round, running: set[str], now: datetime
+    ) -> Verdicts | None:
+        """Decide the candidates all of whose sets were passed over: started runs need not wait
+        for a long pass over `schedule` that only queued ones need."""
+        passed = {
+            jid: run
+            for jid, run in round_.runs.items()
+            if not any(name in round_.cursors for name in SETS_FOR[run.status])
+        }
+        if not passed:
+            return None
+        verdicts = await self._close(round_, passed, running, now)
+        for jid in passed:
+            del round_.runs[jid]
         return verdicts
 
     async def _open(self, snapshot: Snapshot, running: set[str]) -> _Round | None:
@@ -170,12 +188,14 @@ class Reconciler:
             else:
                 round_.cursors[name] = cursor
 
-    async def _close(self, round_: _Round, running: set[str], now: datetime) -> Verdicts:
+    async def _close(
+        self, round_: _Round, runs: dict[str, OpenRun], running: set[str], now: datetime
+    ) -> Verdicts:
         async with self._sessions() as session:
-            current = await current_runs(session, round_.runs)
+            current = await current_runs(session, runs)
         verdicts = Verdicts()
         events: list[JobEvent] = []
-        for jid, run in round_.runs.items():
+        for jid, run in runs.items():
             if jid in running or current.get(jid) != run:
                 continue  # news came while the round went on: it ran, finished or moved on
             where = round_.found.get(jid)
@@ -196,11 +216,10 @@ class Reconciler:
                 await write_batch(await session.connection(), events)
             # Labelled for the metrics only: in the ledger, an event that names a class must
             # carry the arguments too, and these come without them.
-            labelled = [_labelled(e, round_.runs[e.jid]) for e in events]
+            labelled = [_labelled(e, runs[e.jid]) for e in events]
             self._metrics.observe(labelled, {})
             for jid in verdicts.lost:
-                run = round_.runs[jid]
-                self._metrics.lost_detected(run.queue, run.job_class)
+                self._metrics.lost_detected(runs[jid].queue, runs[jid].job_class)
             log.info(
                 "reconciled %d jobs: %d failed, %d dead, %d scheduled, %d lost",
                 len(events),

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import JobStatus
@@ -80,8 +80,17 @@ async def started_runs(
     ]
     if after is not None:
         at = stored_time(after.started_at)
+        # The plain lower bound lets the index range start at the cursor; without it (and the
+        # hint) MariaDB may walk every entry before it.
+        conditions.append(started >= at)
         conditions.append(or_(started > at, and_(started == at, JobRow.jid > after.jid)))
-    query = select(*COLUMNS).where(*conditions).order_by(started, JobRow.jid).limit(limit)
+    query = (
+        select(*COLUMNS)
+        .with_hint(JobRow, "FORCE INDEX (ix_jobs_status_started_at_jid)", "mysql")
+        .where(*conditions)
+        .order_by(started, JobRow.jid)
+        .limit(limit)
+    )
     return [_run(tuple(row)) for row in (await session.execute(query)).all()]
 
 
@@ -124,20 +133,18 @@ async def stuck_counts(
     after: timedelta,
     after_by_class: Mapping[str, timedelta],
 ) -> LabelCounts:
-    """Started runs older than their class's threshold, counted by (queue, job_class)."""
-    started = JobRow.status == JobStatus.STARTED.value
-    default = [started, JobRow.started_at < stored_time(now - after)]
+    """Started runs older than their class's threshold, counted by (queue, job_class), in one
+    pass over the started entries of the covering index."""
+    cutoff: ColumnElement[object] = literal(stored_time(now - after))
     if after_by_class:
-        default.append(
-            or_(JobRow.job_class.is_(None), JobRow.job_class.not_in(list(after_by_class)))
+        cutoff = case(
+            {name: stored_time(now - limit) for name, limit in after_by_class.items()},
+            value=JobRow.job_class,
+            else_=stored_time(now - after),
         )
-    counts = await _grouped(session, default)
-    for job_class, threshold in after_by_class.items():
-        own = [started, JobRow.job_class == job_class]
-        counts.update(
-            await _grouped(session, [*own, JobRow.started_at < stored_time(now - threshold)])
-        )
-    return counts
+    return await _grouped(
+        session, [JobRow.status == JobStatus.STARTED.value, JobRow.started_at < cutoff]
+    )
 
 
 async def lost_counts(session: AsyncSession) -> LabelCounts:
@@ -148,10 +155,9 @@ async def lost_counts(session: AsyncSession) -> LabelCounts:
 async def _grouped(session: AsyncSession, conditions: list[ColumnElement[bool]]) -> LabelCounts:
     query = (
         select(JobRow.queue, JobRow.job_class, func.count())
+        .with_hint(JobRow, "FORCE INDEX (ix_jobs_status_queue_enqueued_at)", "mysql")
         .where(*conditions)
         .group_by(JobRow.queue, JobRow.job_class)
     )
-    return {
-        (queue, job_class): count
-        for queue, job_class, count in (await session.execute(query)).all()
-    }
+    rows = (await session.execute(query)).all()
+    return {(queue, job_class): count for queue, job_class, count in rows}

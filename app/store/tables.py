@@ -77,9 +77,17 @@ class JobRow(Base):
             "started_at",
             "completed_at",
         ),
-        # The reconciler's reads: runs by start time, queued jobs by queue and enqueue time.
+        # The reconciler's reads: runs by start time; queued jobs by queue and enqueue time,
+        # with class and start carried along so the stuck and lost counts read only the index.
         Index(None, "status", "started_at", "jid"),
-        Index(None, "status", "queue", "enqueued_at"),
+        Index(
+            "ix_jobs_status_queue_enqueued_at",
+            "status",
+            "queue",
+            "enqueued_at",
+            "job_class",
+            "started_at",
+        ),
         Index(None, "queue", "last_event_at", "jid"),
         Index(None, "job_class", "last_event_at", "jid"),
         TABLE_OPTIONS,

@@ -320,3 +320,20 @@ async def test_news_during_a_round_keeps_the_job_out_of_its_verdicts(
     assert verdicts == Verdicts()
     assert await status(world, "finished") is JobStatus.COMPLETE
     assert world.sample("sidekiq_jobs_lost_detected_total", queue="default", worker="HardJob") == 0
+
+
+async def test_started_runs_are_decided_without_waiting_for_the_schedule_pass(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    world = build(redis, engine, replace(CONFIG, scan_count=5))
+    await started(world, "gone", timedelta(minutes=5))
+    await record(world, event("vanished", EventName.QUEUED, timedelta(minutes=10)))
+    await redis.zadd("schedule", {entry(f"later-{n}"): NOW.timestamp() + n for n in range(200)})
+    first = await world.reconciler.tick(snapshot())
+    assert first is not None
+    assert first.lost == ["gone"]  # retry and dead are empty: passed over in one step
+    assert await status(world, "vanished") is JobStatus.QUEUED
+    later = None
+    while later is None:
+        later = await world.reconciler.tick(snapshot())
+    assert later.lost == ["vanished"]
