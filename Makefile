@@ -33,7 +33,9 @@ lint: install
 
 bench: bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware
 
+# wrk (Debian's package) drives the load; installed here when missing.
 bench-ingest: install
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(PY) -m benchmarks.ingest
 
 bench-console: install

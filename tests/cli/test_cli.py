@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.domain import EventName
 from app.sidekiq.keys import Keys
 from tests.api.test_jobs_read import lifecycle, seed
 from tests.conftest import REDIS_URL
@@ -60,8 +62,12 @@ async def test_jobs_commands_print_tables(
         lifecycle("waiting-job", start=0, arguments='["invoice 7"]'),
         lifecycle("running-job", start=1, wait=1, arguments='["invoice 8"]'),
         lifecycle("finished-job", start=2, wait=1, run=3, queue="mail"),
+        lifecycle("vanished-job", start=3, wait=1),
     )
+    [*_, vanished] = lifecycle("vanished-job", start=3, wait=1)
+    await seed(engine, [replace(vanished, event=EventName.LOST)])  # as the reconciler records it
     queued = run("jobs", "queued", database_url=database_url, cwd=tmp_path)
+    lost = run("jobs", "lost", database_url=database_url, cwd=tmp_path)
     uncompleted = run("jobs", "uncompleted", "invoice", database_url=database_url, cwd=tmp_path)
     everything = run("jobs", "all", "--limit", "2", database_url=database_url, cwd=tmp_path)
     durations = run("jobs", "durations", "--queue", "mail", database_url=database_url, cwd=tmp_path)
@@ -69,6 +75,8 @@ async def test_jobs_commands_print_tables(
     assert "running-job" not in queued.stdout
     assert "running-job" in uncompleted.stdout
     assert "1 job(s)" in uncompleted.stdout
+    assert "vanished-job" in lost.stdout
+    assert "vanished-job" not in uncompleted.stdout
     assert "--cursor" in everything.stdout
     assert "finished-job" in durations.stdout
     assert "started→completed  n=1  p50 3.00 s" in durations.stdout
