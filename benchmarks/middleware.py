@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 
 from benchmarks.throwaway import RESULTS, ROOT, scratch_database
-from tests.clients.live import hung_supervisor, refused_url, run_supervisor
+from tests.live import hung_supervisor, refused_url, run_supervisor
 from tests.sidekiq.real_sidekiq import RealSidekiq, job, run_ruby, start_sidekiq
 
 JOBS = int(os.environ.get("BENCH_MIDDLEWARE_JOBS", "1000"))

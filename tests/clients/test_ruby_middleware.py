@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.clients.live import LiveSupervisor, hung_supervisor, refused_url, run_supervisor
+from tests.live import LiveSupervisor, hung_supervisor, refused_url, run_supervisor
 from tests.sidekiq.real_sidekiq import RealSidekiq, job, run_ruby, start_sidekiq
 
 pytestmark = pytest.mark.slow

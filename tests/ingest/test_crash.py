@@ -8,13 +8,9 @@ acknowledged (so requests are in flight), then counts acknowledged against store
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +21,15 @@ import pytest
 from sqlalchemy import text
 
 from app.store.db import create_engine
-from tests.conftest import BACKENDS, REDIS_URL, make_settings, migrate
+from tests.conftest import BACKENDS, make_settings, migrate
+from tests.live import run_supervisor
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 24
 KILL_AFTER_ACKS = 1_500
 MAX_REQUESTS = 20_000  # a bound on the load loop should the kill never come
 LOAD_BOUND_SECONDS = 60.0
-START_DEADLINE_SECONDS = 30.0
-POLL_SECONDS = 0.05
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 LIFECYCLE = ("started", "complete")
 
@@ -63,31 +57,6 @@ class Load:
     acked_at_kill: int = 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def log_tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:]
-
-
-def wait_for_health(server: Server) -> None:
-    deadline = time.monotonic() + START_DEADLINE_SECONDS
-    with httpx.Client(base_url=server.base_url, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            assert server.process.poll() is None, f"server exited:\n{log_tail(server.log)}"
-            try:
-                if client.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(POLL_SECONDS)
-    pytest.fail(f"no /healthz within {START_DEADLINE_SECONDS:g}s:\n{log_tail(server.log)}")
-
-
 @pytest.fixture(params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """`python -m app serve` on a free port, on MariaDB or a fresh migrated SQLite file."""
@@ -96,29 +65,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     else:
         database_url = f"sqlite:///{tmp_path / 'crash.db'}"
         migrate(database_url)
-    port = free_port()
-    env = {
-        **os.environ,
-        "SUPERVISOR_DATABASE_URL": database_url,
-        "SUPERVISOR_REDIS_URL": REDIS_URL,
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    found = Server(process, f"http://127.0.0.1:{port}", database_url, log)
-    try:
-        wait_for_health(found)
-        yield found
-    finally:
-        process.kill()
-        process.wait(timeout=10)
+    with run_supervisor(database_url, tmp_path) as live:
+        yield Server(live.process, live.url, database_url, live.log)
 
 
 async def post(client: httpx.AsyncClient, load: Load, path: str, fields: dict[str, str]) -> bool:

@@ -1,6 +1,6 @@
-"""Supervisors for the middleware tests, over loopback TCP: the real service (`python -m app
-serve` on a free port against the test database), one that refuses connections, and one that
-accepts connections and never answers.
+"""Supervisors over loopback TCP, for the middleware and crash tests: the real service
+(`python -m app serve` on a free port against the test database), one that refuses
+connections, and one that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REDIS_URL
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 START_DEADLINE_SECONDS = 30.0
 POLL_SECONDS = 0.05
 STOP_SECONDS = 10.0
