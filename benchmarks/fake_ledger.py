@@ -89,19 +89,19 @@ def make_shape() -> Shape:
     return Shape(classes, class_queue, shares)
 
 
-def _quote(text: str | None) -> str:
+def quote(text: str | None) -> str:
     if text is None:
         return "NULL"
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _when(micros: int | None) -> str:
+def when(micros: int | None) -> str:
     if micros is None:
         return "NULL"
     return "'" + (EPOCH + timedelta(microseconds=micros)).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
 
 
-def _arguments(rng: random.Random) -> str:
+def arguments(rng: random.Random) -> str:
     words = " ".join(rng.choices(WORDS, k=rng.randint(2, 18)))
     if rng.random() < MARKER_SHARE:
         words = f"{words} {MARKER}"
@@ -111,7 +111,7 @@ def _arguments(rng: random.Random) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Times:
-    """A job's lifecycle times in µs since the epoch (None: that event never happened)."""
+    """A job's life times in µs since the epoch (None: that event never happened)."""
 
     enqueued: int
     started: int | None = None
@@ -119,7 +119,7 @@ class Times:
     failed: int | None = None
 
 
-def _times(rng: random.Random, status: EventName, last_us: int) -> Times:
+def times(rng: random.Random, status: EventName, last_us: int) -> Times:
     run_us = int(rng.lognormvariate(13, 1.5))  # median ~0.4 s, long tail
     wait_us = int(rng.lognormvariate(11, 2))  # median ~60 ms
     if status is EventName.QUEUED:
@@ -136,17 +136,17 @@ def _row(rng: random.Random, shape: Shape, weights: list[float], jid: str, last_
     """One row's VALUES tuple, in COLUMNS order."""
     status = rng.choices(list(STATUS_SHARES), list(STATUS_SHARES.values()))[0]
     job_class = rng.choices(shape.classes, weights)[0]
-    times = _times(rng, status, last_us)
+    life = times(rng, status, last_us)
     key = str(last_us * 8 + RANK[status])  # event_key of the newest event, which carried args
     error_class, error_message = rng.choice(ERRORS) if status is EventName.FAILED else (None, None)
-    process = None if times.started is None else f"worker-{rng.randint(1, 12)}:{rng.randint(1, 9)}"
-    attempts = 0 if times.started is None else rng.randint(1, 3) if times.failed else 1
+    process = None if life.started is None else f"worker-{rng.randint(1, 12)}:{rng.randint(1, 9)}"
+    attempts = 0 if life.started is None else rng.randint(1, 3) if life.failed else 1
     values = [
-        _quote(jid), _quote(job_class),
-        _quote(shape.class_queue[job_class]), _quote(_arguments(rng)), "0", key, _quote(status),
-        key, _when(times.enqueued), "NULL", _when(times.started), _when(times.completed),
-        _when(times.failed), _when(times.enqueued), _when(last_us), str(attempts),
-        _quote(error_class), _quote(error_message), _quote(process), "NULL",
+        quote(jid), quote(job_class),
+        quote(shape.class_queue[job_class]), quote(arguments(rng)), "0", key, quote(status),
+        key, when(life.enqueued), "NULL", when(life.started), when(life.completed),
+        when(life.failed), when(life.enqueued), when(last_us), str(attempts),
+        quote(error_class), quote(error_message), quote(process), "NULL",
     ]  # fmt: skip
     return "(" + ",".join(values) + ")"
 
@@ -172,7 +172,7 @@ def chunks(rows: int, now: datetime) -> Iterator[str]:
         yield head + ",".join(values)
 
 
-async def _secondary_indexes(cursor: Any) -> dict[str, list[str]]:
+async def secondary_indexes(cursor: Any) -> dict[str, list[str]]:
     """The migrated table's secondary indexes, name -> columns, to rebuild them identically."""
     await cursor.execute(
         "SELECT index_name, column_name FROM information_schema.statistics "
@@ -185,7 +185,7 @@ async def _secondary_indexes(cursor: Any) -> dict[str, list[str]]:
     return found
 
 
-async def _insert(cursor: Any, statements: Iterator[str]) -> None:
+async def insert(cursor: Any, statements: Iterator[str]) -> None:
     """Execute every statement, generating the next one in a thread while the server works."""
     upcoming = asyncio.create_task(asyncio.to_thread(next, statements, None))
     while (statement := await upcoming) is not None:
@@ -202,10 +202,10 @@ async def load(conn: Any, rows: int, now: datetime) -> float:
     """
     started = time.perf_counter()
     async with conn.cursor() as cursor:
-        indexes = await _secondary_indexes(cursor)
+        indexes = await secondary_indexes(cursor)
         drops = ", ".join(f"DROP INDEX `{name}`" for name in indexes)
         await cursor.execute(f"ALTER TABLE jobs {drops}")
-        await _insert(cursor, chunks(rows, now))
+        await insert(cursor, chunks(rows, now))
         adds = ", ".join(f"ADD INDEX `{n}` ({', '.join(c)})" for n, c in indexes.items())
         await cursor.execute(f"ALTER TABLE jobs {adds}")
         await cursor.execute("ANALYZE TABLE jobs")

@@ -43,6 +43,9 @@ from app.store.overdue import (
 
 log = logging.getLogger(__name__)
 
+# The stuck and lost counts read every started (and lost) entry of an index: fresh enough for
+# thresholds of minutes to hours, refreshed at once when a round wrote verdicts.
+GAUGE_REFRESH = timedelta(seconds=60)
 # Where each kind of candidate can be when it is not running, in the order they are scanned.
 SETS_FOR = {
     JobStatus.STARTED: (SortedSet.RETRY, SortedSet.DEAD),
@@ -70,6 +73,15 @@ class Verdicts:
     scheduled: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
 
+    @classmethod
+    def merged(cls, parts: list[Verdicts]) -> Verdicts:
+        return cls(
+            failed=[jid for part in parts for jid in part.failed],
+            dead=[jid for part in parts for jid in part.dead],
+            scheduled=[jid for part in parts for jid in part.scheduled],
+            lost=[jid for part in parts for jid in part.lost],
+        )
+
 
 @dataclass(slots=True)
 class _Round:
@@ -91,7 +103,11 @@ def queue_cutoffs(snapshot: Snapshot, grace: timedelta) -> dict[str, datetime]:
 
 
 class Reconciler:
-    """Keeps one round's state between ticks; only the leader calls `tick`."""
+    """Keeps each kind's round between ticks; only the leader calls `tick`.
+
+    Started runs and queued jobs have rounds of their own: a long pass over `schedule` (only
+    queued candidates need it) never holds up the next round of started runs.
+    """
 
     def __init__(
         self,
@@ -107,70 +123,64 @@ class Reconciler:
         self._sessions = sessions
         self._metrics = metrics
         self._config = config
-        self._round: _Round | None = None
+        self._rounds: dict[JobStatus, _Round] = {}
         self._after: RunCursor | None = None
+        self._gauges_at: datetime | None = None
 
     def stand_down(self) -> None:
-        """Another replica leads now: forget the round and stop exporting the gauges."""
-        self._round = None
+        """Another replica leads now: forget the rounds and stop exporting the gauges."""
+        self._rounds.clear()
         self._after = None
+        self._gauges_at = None
         self._metrics.clear_reconcile_gauges()
 
     async def tick(self, snapshot: Snapshot) -> Verdicts | None:
-        """Advance the round (opening one if none is under way); the verdicts on the candidates
-        whose sets it finished passing over this tick, if any."""
+        """Advance each kind's round (opening one if none is under way); the verdicts of the
+        rounds that closed this tick, or None when none did."""
         running = set(snapshot.running(self._config.process_stale))
-        if self._round is None:
-            self._round = await self._open(snapshot, running)
-        verdicts = None
-        if self._round is not None:
-            await self._scan(self._round)
-            verdicts = await self._close_passed(self._round, running, snapshot.taken_at)
-            if not self._round.runs:
-                self._round = None
-        await self._refresh_gauges(snapshot.taken_at)
-        return verdicts
+        closed: list[Verdicts] = []
+        for kind in SETS_FOR:
+            round_ = self._rounds.pop(kind, None) or await self._open(kind, snapshot, running)
+            if round_ is None:
+                continue
+            await self._scan(round_)
+            if round_.cursors:
+                self._rounds[kind] = round_
+            else:
+                closed.append(await self._close(round_, running, snapshot.taken_at))
+        await self._refresh_gauges(snapshot.taken_at, force=bool(closed))
+        return Verdicts.merged(closed) if closed else None
 
-    async def _close_passed(
-        self, round_: _Round, running: set[str], now: datetime
-    ) -> Verdicts | None:
-        """Decide the candidates all of whose sets were passed over: started runs need not wait
-        for a long pass over `schedule` that only queued ones need."""
-        passed = {
-            jid: run
-            for jid, run in round_.runs.items()
-            if not any(name in round_.cursors for name in SETS_FOR[run.status])
-        }
-        if not passed:
-            return None
-        verdicts = await self._close(round_, passed, running, now)
-        for jid in passed:
-            del round_.runs[jid]
-        return verdicts
-
-    async def _open(self, snapshot: Snapshot, running: set[str]) -> _Round | None:
-        before = snapshot.taken_at - self._config.lost_grace
-        limit = self._config.batch
+    async def _open(self, kind: JobStatus, snapshot: Snapshot, running: set[str]) -> _Round | None:
         async with self._sessions() as session:
-            started = await started_runs(session, before=before, after=self._after, limit=limit)
-            queued = await queued_runs(
-                session,
-                cutoffs=queue_cutoffs(snapshot, self._config.lost_grace),
-                elsewhere_before=before,
-                limit=limit,
-            )
-        # A full page means more may follow: continue after it next round, else start over.
-        last = started[-1] if len(started) == limit else None
-        self._after = (
-            None
-            if last is None or last.started_at is None
-            else RunCursor(last.started_at, last.jid)
-        )
-        runs = {run.jid: run for run in (*started, *queued) if run.jid not in running}
-        if not runs:
+            if kind is JobStatus.STARTED:
+                runs = await self._started_candidates(session, snapshot, running)
+            else:
+                runs = await queued_runs(
+                    session,
+                    cutoffs=queue_cutoffs(snapshot, self._config.lost_grace),
+                    elsewhere_before=snapshot.taken_at - self._config.lost_grace,
+                    limit=self._config.batch,
+                )
+        candidates = {run.jid: run for run in runs if run.jid not in running}
+        if not candidates:
             return None
-        sets = {s for run in runs.values() for s in SETS_FOR[run.status]}
-        return _Round(runs=runs, cursors=dict.fromkeys(sorted(sets), 0))
+        return _Round(runs=candidates, cursors=dict.fromkeys(SETS_FOR[kind], 0))
+
+    async def _started_candidates(
+        self, session: AsyncSession, snapshot: Snapshot, running: set[str]
+    ) -> list[OpenRun]:
+        """The next page of the paced pass over started runs, minus those running now."""
+        page = await started_runs(
+            session,
+            before=snapshot.taken_at - self._config.lost_grace,
+            after=self._after,
+            limit=self._config.batch,
+            skip=running,
+        )
+        # A full page means more may follow: continue after it next round, else start over.
+        self._after = page.last if page.full else None
+        return page.runs
 
     async def _scan(self, round_: _Round) -> None:
         """One ZSCAN step over each set still to pass; note candidates found in it."""
@@ -188,9 +198,8 @@ class Reconciler:
             else:
                 round_.cursors[name] = cursor
 
-    async def _close(
-        self, round_: _Round, runs: dict[str, OpenRun], running: set[str], now: datetime
-    ) -> Verdicts:
+    async def _close(self, round_: _Round, running: set[str], now: datetime) -> Verdicts:
+        runs = round_.runs
         async with self._sessions() as session:
             current = await current_runs(session, runs)
         verdicts = Verdicts()
@@ -230,7 +239,11 @@ class Reconciler:
             )
         return verdicts
 
-    async def _refresh_gauges(self, now: datetime) -> None:
+    async def _refresh_gauges(self, now: datetime, *, force: bool) -> None:
+        """Count stuck and lost jobs: at most every GAUGE_REFRESH (the counts read every started
+        and lost entry of an index), and at once after verdicts were written."""
+        if not force and self._gauges_at is not None and now - self._gauges_at < GAUGE_REFRESH:
+            return
         async with self._sessions() as session:
             stuck = await stuck_counts(
                 session,
@@ -241,6 +254,7 @@ class Reconciler:
             lost = await lost_counts(session)
         self._metrics.set_stuck(stuck)
         self._metrics.set_lost(lost)
+        self._gauges_at = now
 
 
 def _bounded(event: JobEvent, max_error_chars: int) -> JobEvent:

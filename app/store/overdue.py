@@ -69,10 +69,29 @@ def _run(row: tuple[object, ...]) -> OpenRun:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StartedPage:
+    """One page of the pass over started runs: the rows not skipped, where the page ended,
+    and whether it was full (so more may follow)."""
+
+    runs: list[OpenRun]
+    last: RunCursor | None
+    full: bool
+
+
 async def started_runs(
-    session: AsyncSession, *, before: datetime, after: RunCursor | None, limit: int
-) -> list[OpenRun]:
-    """Up to `limit` started runs that began before `before`, oldest first, after `after`."""
+    session: AsyncSession,
+    *,
+    before: datetime,
+    after: RunCursor | None,
+    limit: int,
+    skip: Collection[str] = (),
+) -> StartedPage:
+    """Up to `limit` started runs that began before `before`, oldest first, after `after`.
+
+    The page's keys are read from the index alone, then only the rows not in `skip` (running
+    now, usually most of them) are fetched by primary key.
+    """
     started = JobRow.started_at
     conditions: list[ColumnElement[bool]] = [
         JobRow.status == JobStatus.STARTED.value,
@@ -85,13 +104,19 @@ async def started_runs(
         conditions.append(started >= at)
         conditions.append(or_(started > at, and_(started == at, JobRow.jid > after.jid)))
     query = (
-        select(*COLUMNS)
+        select(started, JobRow.jid)
         .with_hint(JobRow, "FORCE INDEX (ix_jobs_status_started_at_jid)", "mysql")
         .where(*conditions)
         .order_by(started, JobRow.jid)
         .limit(limit)
     )
-    return [_run(tuple(row)) for row in (await session.execute(query)).all()]
+    keys = (await session.execute(query)).all()
+    last = RunCursor(read_time(keys[-1][0]) or EPOCH, keys[-1][1]) if keys else None
+    wanted = [jid for _, jid in keys if jid not in skip]
+    found = await current_runs(session, wanted)
+    # Still started: a row may have moved on between the two reads.
+    runs = [found[jid] for jid in wanted if jid in found and found[jid].status is JobStatus.STARTED]
+    return StartedPage(runs=runs, last=last, full=len(keys) == limit)
 
 
 async def current_runs(session: AsyncSession, jids: Collection[str]) -> dict[str, OpenRun]:

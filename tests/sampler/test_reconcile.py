@@ -337,3 +337,20 @@ async def test_started_runs_are_decided_without_waiting_for_the_schedule_pass(
     while later is None:
         later = await world.reconciler.tick(snapshot())
     assert later.lost == ["vanished"]
+
+
+async def test_gauges_are_counted_at_most_each_minute_unless_verdicts_were_written(
+    world: World,
+) -> None:
+    live = (proc("w1:1:aa"),)
+    await started(world, "slow", timedelta(hours=2))
+    await world.reconciler.tick(snapshot(busy={"slow": "w1:1:aa"}, processes=live))
+    await started(world, "slower", timedelta(hours=3))
+    busy = {"slow": "w1:1:aa", "slower": "w1:1:aa"}
+    soon = NOW + timedelta(seconds=10)
+    await world.reconciler.tick(snapshot(busy=busy, processes=live, taken_at=soon))
+    assert world.sample("sidekiq_jobs_stuck", queue="default", worker="HardJob") == 1
+    later = NOW + timedelta(seconds=61)
+    beating = (proc("w1:1:aa", beat=later),)
+    await world.reconciler.tick(snapshot(busy=busy, processes=beating, taken_at=later))
+    assert world.sample("sidekiq_jobs_stuck", queue="default", worker="HardJob") == 2
