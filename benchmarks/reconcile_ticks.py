@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import app.sampler.reconcile as under_test
 from app.domain import Snapshot
 from app.sampler.reconcile import ReconcileConfig, Reconciler, Verdicts
+from app.store.overdue import StartedPage
 from benchmarks.console import Plan, Recorder
 
 # Which function each phase's time is spent in.
@@ -73,6 +74,8 @@ def returned(name: str, args: tuple[Any, ...], result: Any) -> int:
         return len(result[1])
     if name == "write_batch":
         return len(args[1])
+    if isinstance(result, StartedPage):
+        return len(result.runs)
     if isinstance(result, dict):
         return sum(result.values()) if name in GAUGES else len(result)
     return len(result)
