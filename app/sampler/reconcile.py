@@ -283,8 +283,10 @@ def _scheduled(run: OpenRun, entry: SortedEntry, now: datetime) -> JobEvent:
 def _failure(run: OpenRun, entry: SortedEntry, now: datetime, *, dead: bool) -> list[JobEvent]:
     """The run's failure as Sidekiq recorded it; for the dead set, its death too."""
     job = entry.job
-    # After the start it ends, whatever the clocks say.
-    at = max(job.failed_at or entry.at or now, run.status_at + MICROSECOND)
+    # Sidekiq keeps the first failure in failed_at and the latest in retried_at. After the
+    # start the run ends, whatever the clocks say.
+    ended = job.retried_at or job.failed_at or entry.at or now
+    at = max(ended, run.status_at + MICROSECOND)
     # The entry's retry_count counts failures from 0; events carry the count the run saw.
     seen = None if not job.retry_count else job.retry_count - 1
     failed = JobEvent(

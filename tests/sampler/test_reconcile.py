@@ -139,20 +139,22 @@ async def status(world: World, jid: str) -> JobStatus:
     return job.status
 
 
-def entry(jid: str, *, retry_count: int = 0, failed_at: datetime | None = None) -> bytes:
-    failed = (failed_at or NOW - timedelta(seconds=30)).timestamp()
-    return orjson.dumps(
-        {
-            "class": "HardJob",
-            "args": [1],
-            "queue": "default",
-            "jid": jid,
-            "retry_count": retry_count,
-            "failed_at": failed,
-            "error_class": "Boom",
-            "error_message": f"boom in {jid}",
-        }
-    )
+def entry(jid: str, *, retry_count: int = 0, retried_at: datetime | None = None) -> bytes:
+    """A retry/dead entry as Sidekiq writes it: the first failure in failed_at, later ones in
+    retried_at."""
+    job = {
+        "class": "HardJob",
+        "args": [1],
+        "queue": "default",
+        "jid": jid,
+        "retry_count": retry_count,
+        "failed_at": (NOW - timedelta(seconds=30 if retried_at is None else 3_600)).timestamp(),
+        "error_class": "Boom",
+        "error_message": f"boom in {jid}",
+    }
+    if retried_at is not None:
+        job["retried_at"] = retried_at.timestamp()
+    return orjson.dumps(job)
 
 
 async def test_a_started_job_no_process_runs_is_lost(world: World) -> None:
@@ -191,7 +193,8 @@ async def test_a_job_on_a_process_whose_heartbeat_stopped_is_lost(world: World) 
 
 async def test_a_started_job_found_in_retry_failed_with_sidekiqs_error(world: World) -> None:
     await started(world, "raised", timedelta(minutes=5))
-    await world.redis.zadd("retry", {entry("raised", retry_count=1): NOW.timestamp() + 600})
+    failure = entry("raised", retry_count=1, retried_at=NOW - timedelta(seconds=30))
+    await world.redis.zadd("retry", {failure: NOW.timestamp() + 600})
     verdicts = await world.reconciler.tick(snapshot())
     assert verdicts is not None
     assert verdicts.failed == ["raised"]
