@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain import EventName, JobEvent
 from app.metrics.collector import SidekiqCollector
+from app.metrics.jobs import JobMetrics
 from app.metrics.process import SamplerMetrics
+from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import LEADER_KEY, Sampler, SamplerConfig
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
@@ -23,20 +25,42 @@ from tests.sidekiq.layouts import V7, process, push
 CONFIG = SamplerConfig(
     interval_seconds=10, retention_days=30, retention_chunk_rows=100, timeout_seconds=5
 )
+RECONCILE = ReconcileConfig(
+    stuck_after=timedelta(hours=1),
+    stuck_after_by_class={},
+    lost_grace=timedelta(seconds=60),
+    process_stale=timedelta(seconds=60),
+    batch=100,
+    scan_count=100,
+    max_error_chars=1_000,
+)
 
 
 def make_sampler(
-    redis: Redis, engine: AsyncEngine, identity: str, registry: CollectorRegistry
+    redis: Redis,
+    engine: AsyncEngine,
+    identity: str,
+    registry: CollectorRegistry,
+    *,
+    reconcile: bool = False,
 ) -> tuple[Sampler, SidekiqCollector]:
     collector = SidekiqCollector(max_age_seconds=30)
     registry.register(collector)
+    sessions = create_sessionmaker(engine)
+    reconciler = None
+    if reconcile:
+        metrics = JobMetrics(registry, max_workers=10, max_queues=10, max_error_classes=10)
+        reconciler = Reconciler(
+            redis=redis, keys=Keys(), sessions=sessions, metrics=metrics, config=RECONCILE
+        )
     sampler = Sampler(
         redis=redis,
         keys=Keys(),
-        sessions=create_sessionmaker(engine),
+        sessions=sessions,
         collector=collector,
         metrics=SamplerMetrics(registry),
         config=CONFIG,
+        reconciler=reconciler,
         identity=identity,
     )
     return sampler, collector
@@ -114,3 +138,39 @@ async def test_retention_deletes_old_rows_in_chunks(redis: Redis, engine: AsyncE
     async with engine.connect() as conn:
         jids = (await conn.execute(select(JobRow.jid))).scalars().all()
     assert jids == ["new"]
+
+
+async def test_only_the_leader_reconciles_and_exports_the_lost_gauge(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """A started job no process runs (no process at all here) is found lost by the leader;
+    the other replica neither decides nor exports, and stops exporting once it loses the lead."""
+    long_ago = datetime.now(UTC) - timedelta(minutes=10)
+    async with engine.connect() as conn:
+        await write_batch(
+            conn,
+            [
+                JobEvent("vanished", name, long_ago, long_ago, job_class="HardJob", queue="q")
+                for name in (EventName.QUEUED, EventName.STARTED)
+            ],
+        )
+    registries = CollectorRegistry(), CollectorRegistry()
+    samplers = [
+        make_sampler(redis, engine, identity, registry, reconcile=True)[0]
+        for identity, registry in zip(("replica-a", "replica-b"), registries, strict=True)
+    ]
+    lost = ("sidekiq_jobs_lost", {"queue": "q", "worker": "HardJob"})
+    for sampler in samplers:
+        assert await sampler.tick() is not None
+    async with engine.connect() as conn:
+        status = (await conn.execute(select(JobRow.status))).scalar_one()
+    assert status == "lost"
+    assert registries[0].get_sample_value(*lost) == 1
+    assert registries[1].get_sample_value(*lost) is None
+
+    await samplers[0].start()
+    await samplers[0].stop()  # hands the lead over
+    assert await samplers[1].tick() is not None
+    await samplers[0].tick()  # no longer the leader
+    assert registries[1].get_sample_value(*lost) == 1
+    assert registries[0].get_sample_value(*lost) is None
