@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -33,6 +33,13 @@ Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
 
 
+class GuiUser(BaseModel):
+    """One GUI login: `admin` may act, `read` only looks."""
+
+    password: SecretStr = Field(min_length=1)
+    role: Literal["admin", "read"] = "read"
+
+
 class Settings(BaseSettings):
     """Every tunable of the service. Field names are the environment names without the prefix."""
 
@@ -46,6 +53,14 @@ class Settings(BaseSettings):
     REDIS_NAMESPACE: str = ""
     INGEST_TOKEN: SecretStr | None = None
     ADMIN_TOKEN: SecretStr | None = None
+    # Read-only role: the read API (bearer) and the GUI without its action buttons.
+    READ_TOKEN: SecretStr | None = None
+    # GUI users, JSON: {"alice": {"password": "...", "role": "admin"}, "bob": {"password": "..."}}.
+    USERS: dict[str, GuiUser] = Field(default_factory=dict)
+    # Signs GUI session cookies; unset, it is derived from the credentials above (so every
+    # replica agrees) or, with no credentials at all, made up at start.
+    SESSION_SECRET: SecretStr | None = None
+    SESSION_MAX_AGE_SECONDS: Count = 43_200
 
     HOST: str = "127.0.0.1"
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -90,6 +105,9 @@ class Settings(BaseSettings):
     RECONCILE_BATCH: Count = 1_000
     RECONCILE_SCAN_COUNT: Count = 1_000
 
+    # GUI: the Metrics page aggregates at most this many of the window's newest jobs.
+    METRICS_WINDOW_MAX_JOBS: Count = 20_000
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -121,6 +139,11 @@ class Settings(BaseSettings):
         open_ = []
         if self.INGEST_TOKEN is None:
             open_.append("ingest (SUPERVISOR_INGEST_TOKEN unset)")
-        if self.ADMIN_TOKEN is None:
-            open_.append("read API (SUPERVISOR_ADMIN_TOKEN unset)")
+        if not self.has_credentials:
+            open_.append("read API, actions and GUI (no ADMIN_TOKEN, READ_TOKEN or USERS set)")
         return open_
+
+    @property
+    def has_credentials(self) -> bool:
+        """False in development: everything open, the GUI acts as an anonymous admin."""
+        return bool(self.ADMIN_TOKEN or self.READ_TOKEN or self.USERS)

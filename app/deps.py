@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,14 +12,17 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.access import OPEN, Principal, from_authorization
 from app.config import Settings
-from app.domain import EventLimits
-from app.errors import Unauthorized
+from app.domain import EventLimits, Snapshot
+from app.errors import Forbidden, Unauthorized
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
+from app.sidekiq.browse import translate_redis_errors
 from app.sidekiq.keys import Keys
+from app.sidekiq.reader import read_snapshot
 
 MISSING_TOKEN = "this endpoint needs 'Authorization: Bearer <token>' ({setting})"
 WRONG_TOKEN = "the bearer token is not valid for this endpoint ({setting})"
@@ -40,6 +42,7 @@ class Resources:
     collector: SidekiqCollector
     keys: Keys
     job_metrics: JobMetrics
+    session_key: bytes
 
 
 def resources(request: Request) -> Resources:
@@ -58,28 +61,35 @@ def check_bearer(authorization: str, token: SecretStr | None, setting: str) -> N
         raise Unauthorized(WRONG_TOKEN.format(setting=setting))
 
 
-def check_admin(authorization: str, token: SecretStr | None) -> None:
-    """Bearer <token>, or HTTP basic auth with the token as password (any user name)."""
-    scheme, _, value = authorization.partition(" ")
-    if token is not None and scheme.lower() == "basic":
-        try:
-            _user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            password = ""
-        if hmac.compare_digest(password.encode(), token.get_secret_value().encode()):
-            return
-        raise Unauthorized(WRONG_TOKEN.format(setting="SUPERVISOR_ADMIN_TOKEN"))
-    check_bearer(authorization, token, "SUPERVISOR_ADMIN_TOKEN")
+NO_CREDENTIALS = (
+    "this endpoint needs credentials: 'Authorization: Bearer <token>' (SUPERVISOR_ADMIN_TOKEN or "
+    "SUPERVISOR_READ_TOKEN) or basic auth (a SUPERVISOR_USERS user, or any name with a token)"
+)
+READ_ONLY = "{name} has the read-only role; this needs an admin (SUPERVISOR_ADMIN_TOKEN or USERS)"
+
+
+def caller(request: Request) -> Principal:
+    """The API caller from its Authorization header; everyone is an admin when no credentials
+    are configured (development)."""
+    settings = resources(request).settings
+    if not settings.has_credentials:
+        return OPEN
+    found = from_authorization(settings, request.headers.get("authorization", ""))
+    if found is None:
+        raise Unauthorized(NO_CREDENTIALS)
+    return found
 
 
 def require_admin(request: Request) -> None:
-    """State-changing routes: the admin credentials when configured."""
-    check_admin(request.headers.get("authorization", ""), resources(request).settings.ADMIN_TOKEN)
+    """State-changing routes: the admin role."""
+    who = caller(request)
+    if not who.can_act:
+        raise Forbidden(READ_ONLY.format(name=who.name))
 
 
 def require_reader(request: Request) -> None:
-    """The read API: the same credentials (a read-only role arrives with the GUI)."""
-    check_admin(request.headers.get("authorization", ""), resources(request).settings.ADMIN_TOKEN)
+    """The read API: either role."""
+    caller(request)
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
@@ -90,3 +100,23 @@ def _manager(request: Request) -> JobManager:
 
 
 ManagerDep = Annotated[JobManager, Depends(_manager)]
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSnapshot:
+    snapshot: Snapshot
+    from_sampler: bool
+
+
+async def current_snapshot(found: ResourcesDep) -> CurrentSnapshot:
+    """The sampler's snapshot while younger than one sample interval, else a fresh read."""
+    latest = found.collector.snapshot
+    if latest is not None:
+        age = time.time() - latest.taken_at.timestamp()
+        if age < found.settings.SAMPLE_INTERVAL_SECONDS:
+            return CurrentSnapshot(latest, from_sampler=True)
+    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
+        return CurrentSnapshot(await read_snapshot(found.redis, found.keys), from_sampler=False)
+
+
+SnapshotDep = Annotated[CurrentSnapshot, Depends(current_snapshot)]

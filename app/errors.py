@@ -28,6 +28,13 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(AppError):
+    """Signed in, but the role may not do this (read-only), or a form's CSRF token is wrong."""
+
+    status = 403
+    error = "forbidden"
+
+
 class NotFound(AppError):
     status = 404
     error = "not_found"

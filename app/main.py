@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
+from app.access import session_key
 from app.api import control, docs, health, ingest, jobs, metrics, sidekiq
 from app.config import Settings
 from app.deps import Resources
@@ -34,6 +35,8 @@ from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import Sampler, SamplerConfig
 from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
+from app.web import routes as gui
+from app.web.render import error_page
 
 log = logging.getLogger("app")
 STATIC = Path(__file__).parent / "web" / "static"
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> SupervisorApp:
     app.state.registry = CollectorRegistry()
     for module in (ingest, control, jobs, sidekiq, health, metrics, docs):
         app.include_router(module.router)
+    app.include_router(gui.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)
     return app
@@ -133,6 +137,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         collector=collector,
         keys=keys,
         job_metrics=job_metrics,
+        session_key=session_key(settings),
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
@@ -185,25 +190,51 @@ def _error(status: int, error: str, detail: str, **extra: object) -> JSONRespons
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
 
 
+_TITLES = {
+    400: "Bad request",
+    401: "Sign in needed",
+    403: "Not allowed",
+    404: "Not found",
+    422: "That input is not valid",
+    503: "Not available right now",
+}
+
+
+def _for_people(request: Request) -> bool:
+    """GUI pages answer errors as HTML; everything else (their .json feeds too) as JSON."""
+    path = request.url.path
+    return (path == "/sidekiq" or path.startswith("/sidekiq/")) and not path.endswith(".json")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    async def app_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
+        if _for_people(request) and exc.status != 303:
+            response: Response = error_page(
+                exc.status, _TITLES.get(exc.status, "Error"), exc.detail
+            )
+            response.headers.update(exc.headers)
+            return response
         extra = {"fields": exc.fields} if hasattr(exc, "fields") else {}
         response = _error(exc.status, exc.error, exc.detail, **extra)
         response.headers.update(exc.headers)
         return response
 
-    async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         fields = {
             ".".join(str(part) for part in error["loc"][1:]) or "body": error["msg"]
             for error in exc.errors()
         }
         detail = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
+        if _for_people(request):
+            return error_page(422, "That input is not valid", detail)
         return _error(422, "invalid_input", detail, fields=fields)
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if _for_people(request):
+            return error_page(exc.status_code, _TITLES.get(exc.status_code, "Error"), exc.detail)
         code = "not_found" if exc.status_code == 404 else "http_error"
         response = _error(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})

@@ -125,29 +125,14 @@ async def set_action(
     control = Control(found.redis, found.keys)
     ms = uses_milliseconds(found.collector.snapshot)
     if body.all:
-        done, more = await _act_on_all(control, source, body.action, body.limit, ms)
-        return SetActionOut(action=body.action, set=set_name, done=done, missed=[], more=more)
-    done, missed = 0, []
-    for key in body.keys:
-        members = await control.members_at(source, _entry_key(key))
-        moved = [await control.apply(source, body.action, m, milliseconds=ms) for m in members]
-        done += sum(moved)
-        if not any(moved):
-            missed.append(key)
-    return SetActionOut(action=body.action, set=set_name, done=done, missed=missed, more=False)
-
-
-async def _act_on_all(
-    control: Control, source: SortedSet, action: Action, limit: int, ms: bool
-) -> tuple[int, bool]:
-    done = 0
-    while done < limit:
-        members = await control.first_members(source, min(100, limit - done))
-        if not members:
-            return done, False
-        for member in members:
-            done += await control.apply(source, action, member, milliseconds=ms)
-    return done, bool(await control.first_members(source, 1))
+        result = await control.apply_to_all(source, body.action, limit=body.limit, milliseconds=ms)
+    else:
+        keys = {_entry_key(key): key for key in body.keys}
+        result = await control.apply_to_keys(source, body.action, keys, milliseconds=ms)
+    missed = [keys[key] for key in result.missed] if not body.all else []
+    return SetActionOut(
+        action=body.action, set=set_name, done=result.done, missed=missed, more=result.more
+    )
 
 
 def _entry_key(key: str) -> EntryKey:

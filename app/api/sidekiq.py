@@ -6,9 +6,7 @@ one sample interval, else from a fresh read. Sets and queues are read one bounde
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -34,18 +32,19 @@ from app.api.sidekiq_schemas import (
     StatsOut,
     TotalsPointOut,
 )
-from app.deps import ResourcesDep, require_reader
-from app.domain import Snapshot
+from app.deps import ResourcesDep, SnapshotDep, require_reader
 from app.errors import InvalidInput, Unavailable
 from app.sidekiq.browse import (
+    DEAD,
+    RETRIES,
+    SCHEDULED,
+    SetView,
     parse_job,
     read_queue_page,
     read_set_page,
     search_set,
     translate_redis_errors,
 )
-from app.sidekiq.control import SortedSet
-from app.sidekiq.reader import read_snapshot
 from app.store.samples import queue_points_between, totals_between
 
 REDIS_DOWN: dict[int | str, dict[str, Any]] = {
@@ -64,42 +63,6 @@ MAX_OFFSET = 1_000_000_000
 MAX_SUBSTR_CHARS = 200
 EMPTY_RANGE = "must be before `until`"
 DB_DOWN = "the database did not answer ({reason}); try again shortly"
-
-
-@dataclass(frozen=True, slots=True)
-class SetView:
-    """How a sorted set is listed: its API name (as in /api/v1/{name}/actions), the Web UI's
-    default order and what its score means."""
-
-    name: str
-    source: SortedSet
-    newest_first: bool
-    score_means: str
-
-
-RETRIES = SetView("retries", SortedSet.RETRY, newest_first=False, score_means="next retry time")
-SCHEDULED = SetView("scheduled", SortedSet.SCHEDULE, newest_first=False, score_means="due time")
-DEAD = SetView("dead", SortedSet.DEAD, newest_first=True, score_means="time of death")
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentSnapshot:
-    snapshot: Snapshot
-    from_sampler: bool
-
-
-async def current_snapshot(found: ResourcesDep) -> CurrentSnapshot:
-    """The sampler's snapshot while younger than one sample interval, else a fresh read."""
-    latest = found.collector.snapshot
-    if latest is not None:
-        age = time.time() - latest.taken_at.timestamp()
-        if age < found.settings.SAMPLE_INTERVAL_SECONDS:
-            return CurrentSnapshot(latest, from_sampler=True)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        return CurrentSnapshot(await read_snapshot(found.redis, found.keys), from_sampler=False)
-
-
-SnapshotDep = Annotated[CurrentSnapshot, Depends(current_snapshot)]
 
 
 class PageParams:

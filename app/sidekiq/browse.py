@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.errors import Unavailable
+from app.sidekiq.control import SortedSet
 from app.sidekiq.reader import epoch_seconds
 
 UNREACHABLE = "Sidekiq's Redis did not answer ({reason}); try again shortly"
@@ -255,3 +256,19 @@ async def scan_step(
         raw = member if isinstance(member, bytes) else str(member).encode()
         entries.append(_sorted_entry(raw, float(score)))
     return int(cursor), entries
+
+
+@dataclass(frozen=True, slots=True)
+class SetView:
+    """How a sorted set is listed: its API name (as in /api/v1/{name}/actions), the Web UI's
+    default order and what its score means."""
+
+    name: str
+    source: SortedSet
+    newest_first: bool
+    score_means: str
+
+
+RETRIES = SetView("retries", SortedSet.RETRY, newest_first=False, score_means="next retry time")
+SCHEDULED = SetView("scheduled", SortedSet.SCHEDULE, newest_first=False, score_means="due time")
+DEAD = SetView("dead", SortedSet.DEAD, newest_first=True, score_means="time of death")

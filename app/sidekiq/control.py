@@ -49,6 +49,7 @@ REQUEUE_GUARD_TTL_SECONDS = 7 * 24 * 3600
 # Sidekiq's morgue limits: dead_timeout_in_seconds (180 days) and dead_max_jobs (10,000).
 DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600
 DEAD_MAX_JOBS = 10_000
+BULK_PAGE = 100
 
 
 class SortedSet(StrEnum):
@@ -65,6 +66,15 @@ class Action(StrEnum):
     RETRY = "retry"
     DELETE = "delete"
     KILL = "kill"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What one call did: entries moved, deleted or killed; keys already gone; entries left."""
+
+    done: int
+    missed: tuple[EntryKey, ...]
+    more: bool
 
 
 class Signal(StrEnum):
@@ -168,6 +178,41 @@ class Control:
         if action is Action.KILL:
             return await self.kill(source, member)
         return await self.delete(source, member)
+
+    async def apply_to_keys(
+        self, source: SortedSet, action: Action, keys: Iterable[EntryKey], *, milliseconds: bool
+    ) -> ActionResult:
+        """One action on each addressed entry; a key whose entry is gone is `missed`."""
+        done, missed = 0, []
+        for key in keys:
+            members = await self.members_at(source, key)
+            moved = [
+                await self.apply(source, action, m, milliseconds=milliseconds) for m in members
+            ]
+            done += sum(moved)
+            if not any(moved):
+                missed.append(key)
+        return ActionResult(done, tuple(missed), more=False)
+
+    async def apply_to_all(
+        self, source: SortedSet, action: Action, *, limit: int, milliseconds: bool
+    ) -> ActionResult:
+        """The action on the set's entries, lowest score first, `limit` at most, a bounded
+        page at a time; `more` says entries are left."""
+        done = 0
+        while done < limit:
+            members = await self.first_members(source, min(BULK_PAGE, limit - done))
+            if not members:
+                return ActionResult(done, (), more=False)
+            for member in members:
+                done += await self.apply(source, action, member, milliseconds=milliseconds)
+        return ActionResult(done, (), more=bool(await self.first_members(source, 1)))
+
+    async def delete_from_queue(self, queue: str, raw: bytes) -> bool:
+        """Delete one waiting job by its exact bytes (LREM count 1, as the Web UI does)."""
+        # redis-py types `value` as str, but sends bytes unchanged (the exact payload matters).
+        removed = await self._redis.lrem(self._keys.queue(queue), 1, raw)  # type: ignore[arg-type]
+        return int(removed) == 1
 
     async def first_members(self, source: SortedSet, count: int) -> list[bytes]:
         """The `count` lowest-scored members (a bounded read, for bulk actions)."""

@@ -1,0 +1,7 @@
+"""GUI page(s): busy (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
