@@ -4,6 +4,7 @@ every page shows, and the security headers every page carries."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,22 @@ def url_with(request: Request, **changes: object) -> str:
         else:
             params[name] = str(value)
     return request.url.path + ("?" + urlencode(params) if params else "")
+
+
+def pick_notice(request: Request, notices: Mapping[str, str]) -> str | None:
+    """After an action the page is reloaded with ?done=<code>&n=<count> (post/redirect/get);
+    the message is one of the page's own, so a link cannot make the page say anything else."""
+    template = notices.get(request.query_params.get("done", ""))
+    if template is None:
+        return None
+    count = request.query_params.get("n", "")
+    return template.format(n=int(count) if count.isdigit() else 0)
+
+
+def done_url(path: str, code: str, count: int) -> str:
+    """Where to send the browser after an action: `path` with its notice."""
+    joiner = "&" if "?" in path else "?"
+    return f"{path}{joiner}{urlencode({'done': code, 'n': count})}"
 
 
 def _environment() -> Environment:
