@@ -29,7 +29,7 @@
   // Live ------------------------------------------------------------------------------
   const liveEl = document.getElementById("live-chart");
   const status = document.getElementById("live-status");
-  const live = chart(liveEl, [rate("processed", color("--ok")), rate("failed", color("--bad")), jobs("enqueued", color("--accent"))]);
+  const live = chart(liveEl, [rate("processed", color("--ok")), rate("failed", color("--bad")), jobs("enqueued", color("--focus"))]);
   const data = [[], [], [], []];
   let previous = null;
   let timer = null;
@@ -90,7 +90,7 @@
   // History ---------------------------------------------------------------------------
   const historyEl = document.getElementById("history-chart");
   const historyStatus = document.getElementById("history-status");
-  const history = chart(historyEl, [rate("processed", color("--ok")), rate("failed", color("--bad")), jobs("enqueued", color("--accent")), jobs("retries", color("--warn")), jobs("dead", color("--muted"))]);
+  const history = chart(historyEl, [rate("processed", color("--ok")), rate("failed", color("--bad")), jobs("enqueued", color("--focus")), jobs("retries", color("--warn")), jobs("dead", color("--muted"))]);
 
   function perSecond(column, times) {
     return column.map((value, i) => i === 0 ? null : Math.max(value - column[i - 1], 0) / Math.max(times[i] - times[i - 1], 1));

@@ -1,0 +1,244 @@
+"""Who may use the GUI: the login form, basic auth, the read-only role, signed sessions that
+expire and cannot be forged, CSRF and same-origin checks on every form, and the audit log."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from httpx import ASGITransport, AsyncClient, Response
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.access import Principal, Role
+from app.main import SupervisorApp, create_app
+from app.web.auth import COOKIE, session_cookie
+from tests.conftest import make_settings
+
+USERS = {
+    "alice": {"password": "alice-pw", "role": "admin"},
+    "bob": {"password": "bob-pw", "role": "read"},
+}
+CREDENTIALS: dict[str, Any] = {"ADMIN_TOKEN": "admin-tok", "READ_TOKEN": "read-tok", "USERS": USERS}
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def basic(name: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+async def guarded(
+    database_url: str, engine: AsyncEngine, redis: Redis
+) -> AsyncIterator[SupervisorApp]:
+    application = create_app(make_settings(database_url, **CREDENTIALS))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+def http(application: SupervisorApp, **options: Any) -> AsyncClient:
+    transport = ASGITransport(app=application)
+    return AsyncClient(transport=transport, base_url="http://supervisor.test", **options)
+
+
+async def sign_in(
+    client: AsyncClient, name: str, password: str, next_: str = "/sidekiq"
+) -> Response:
+    return await client.post(
+        "/sidekiq/login", data={"name": name, "password": password, "next": next_}
+    )
+
+
+def csrf_of(page: Response) -> str:
+    found = CSRF.search(page.text)
+    assert found is not None, "the page carries no CSRF field"
+    return found.group(1)
+
+
+async def test_open_mode_is_an_anonymous_admin(client: AsyncClient) -> None:
+    page = await client.get("/sidekiq")
+    assert page.status_code == 200
+    assert "anonymous · admin" in page.text
+    assert "Sign out" not in page.text
+
+
+async def test_pages_send_people_to_the_login_form(guarded: SupervisorApp) -> None:
+    async with http(guarded) as client:
+        page = await client.get("/sidekiq/queues?x=1")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/sidekiq/login?next=/sidekiq/queues%3Fx%3D1"
+        form = await client.get(page.headers["location"])
+    assert form.status_code == 200
+    assert 'name="next" value="/sidekiq/queues?x=1"' in form.text
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "shown"),
+    [
+        ("alice", "alice-pw", "alice · admin"),
+        ("bob", "bob-pw", "bob · read-only"),
+        ("carol", "admin-tok", "carol · admin"),
+        ("dave", "read-tok", "dave · read-only"),
+    ],
+)
+async def test_a_login_opens_a_session_with_its_role(
+    guarded: SupervisorApp, name: str, password: str, shown: str
+) -> None:
+    async with http(guarded) as client:
+        signed = await sign_in(client, name, password, "/sidekiq/queues")
+        assert (signed.status_code, signed.headers["location"]) == (303, "/sidekiq/queues")
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Path=/sidekiq" in cookie
+        page = await client.get("/sidekiq")
+    assert page.status_code == 200
+    assert shown in page.text
+
+
+async def test_a_wrong_password_is_refused_and_audited(
+    guarded: SupervisorApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.audit")
+    async with http(guarded) as client:
+        refused = await sign_in(client, "alice", "bob-pw")
+        assert refused.status_code == 401
+        assert "do not match" in refused.text
+        assert COOKIE not in refused.headers.get("set-cookie", "")
+        assert (await client.get("/sidekiq")).status_code == 303
+    assert 'action=login_failed target="alice" count=0' in caplog.text
+
+
+async def test_login_never_sends_the_browser_to_another_site(guarded: SupervisorApp) -> None:
+    async with http(guarded) as client:
+        for target in ("//evil.example/x", "https://evil.example/", "/api/v1/jobs"):
+            signed = await sign_in(client, "alice", "alice-pw", target)
+            assert signed.headers["location"] == "/sidekiq"
+
+
+async def test_basic_auth_works_without_a_session(guarded: SupervisorApp) -> None:
+    async with http(guarded) as client:
+        admin = await client.get("/sidekiq", headers=basic("alice", "alice-pw"))
+        reader = await client.get("/sidekiq", headers=basic("x", "read-tok"))
+        wrong = await client.get("/sidekiq", headers=basic("alice", "nope"))
+    assert (admin.status_code, reader.status_code, wrong.status_code) == (200, 200, 303)
+    assert "alice · admin" in admin.text
+    assert "x · read-only" in reader.text
+
+
+async def test_forged_tampered_and_expired_sessions_are_refused(guarded: SupervisorApp) -> None:
+    key = guarded.state.resources.session_key
+    admin = Principal("mallory", Role.ADMIN, "user")
+    good = session_cookie(key, admin, 60)
+    payload, _, signature = good.partition(".")
+    forged = session_cookie(b"another key" * 3, admin, 60)
+    expired = session_cookie(key, admin, -1)
+    tampered = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + signature
+    for value, status in ((good, 200), (forged, 303), (expired, 303), (tampered, 303)):
+        async with http(guarded, cookies={COOKIE: value}) as client:
+            assert (await client.get("/sidekiq")).status_code == status
+
+
+async def test_replicas_share_sessions_and_a_password_change_ends_them(
+    guarded: SupervisorApp, database_url: str
+) -> None:
+    async with http(guarded) as client:
+        await sign_in(client, "alice", "alice-pw")
+        cookie = client.cookies[COOKIE]
+    twin = create_app(make_settings(database_url, **CREDENTIALS))
+    changed = {**CREDENTIALS, "USERS": {**USERS, "alice": {"password": "new", "role": "admin"}}}
+    rotated = create_app(make_settings(database_url, **changed))
+    for application, status in ((twin, 200), (rotated, 303)):
+        async with application.router.lifespan_context(application):
+            async with http(application, cookies={COOKIE: cookie}) as client:
+                assert (await client.get("/sidekiq")).status_code == status
+
+
+async def test_sign_out_needs_the_csrf_token_and_ends_the_session(
+    guarded: SupervisorApp,
+) -> None:
+    async with http(guarded) as client:
+        await sign_in(client, "bob", "bob-pw")
+        page = await client.get("/sidekiq")
+        assert (await client.post("/sidekiq/logout")).status_code == 403
+        out = await client.post("/sidekiq/logout", data={"csrf": csrf_of(page)})
+        assert (out.status_code, out.headers["location"]) == (303, "/sidekiq/login")
+        assert 'supervisor_session=""' in out.headers["set-cookie"]
+
+
+def _action_routes(application: SupervisorApp) -> list[str]:
+    """Every state-changing GUI route, with its path parameters filled in."""
+    paths = []
+    for route in application.routes:
+        if not isinstance(route, APIRoute) or "POST" not in (route.methods or set()):
+            continue
+        if not route.path.startswith("/sidekiq/") or route.path.endswith(("/login", "/logout")):
+            continue
+        paths.append(re.sub(r"\{[^}]+\}", "x", route.path))
+    return paths
+
+
+async def test_every_action_refuses_forged_cross_site_and_read_only_posts(
+    guarded: SupervisorApp, redis: Redis
+) -> None:
+    actions = _action_routes(guarded)
+    assert len(actions) >= 4, actions  # busy, queue delete, set actions, requeue
+    async with http(guarded) as admin, http(guarded) as reader:
+        await sign_in(admin, "alice", "alice-pw")
+        await sign_in(reader, "bob", "bob-pw")
+        admin_csrf = csrf_of(await admin.get("/sidekiq"))
+        reader_csrf = csrf_of(await reader.get("/sidekiq"))
+        for path in actions:
+            no_token = await admin.post(path, data={"signal": "quiet"})
+            wrong = await admin.post(path, data={"csrf": reader_csrf})
+            elsewhere = await admin.post(
+                path, data={"csrf": admin_csrf}, headers={"Origin": "https://evil.example"}
+            )
+            read_only = await reader.post(path, data={"csrf": reader_csrf})
+            statuses = [r.status_code for r in (no_token, wrong, elsewhere, read_only)]
+            assert statuses == [403, 403, 403, 403], path
+            assert "read-only role" in read_only.text
+    assert await redis.dbsize() == 0  # nothing reached Sidekiq's Redis
+
+
+async def test_read_only_pages_show_no_action_buttons(guarded: SupervisorApp) -> None:
+    async with http(guarded, headers=basic("bob", "bob-pw")) as client:
+        for path in ("/sidekiq", "/sidekiq/busy", "/sidekiq/queues", "/sidekiq/retries"):
+            page = await client.get(path)
+            assert page.status_code == 200, path
+            forms = re.findall(r'<form method="post" action="([^"]+)"', page.text)
+            assert forms == ["/sidekiq/logout"], (path, forms)
+
+
+async def test_pages_carry_a_strict_content_security_policy(client: AsyncClient) -> None:
+    page = await client.get("/sidekiq")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("header", "read", "act"),
+    [
+        (None, 401, 401),
+        ("Bearer read-tok", 200, 403),
+        ("Bearer admin-tok", 200, 200),
+        ("Basic " + base64.b64encode(b"bob:bob-pw").decode(), 200, 403),
+        ("Basic " + base64.b64encode(b"alice:alice-pw").decode(), 200, 200),
+    ],
+)
+async def test_the_api_knows_both_roles(
+    guarded: SupervisorApp, header: str | None, read: int, act: int
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    async with http(guarded, headers=headers) as client:
+        listed = await client.get("/api/v1/jobs")
+        acted = await client.post("/api/v1/processes/quiet")
+    assert (listed.status_code, acted.status_code) == (read, act)
