@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON := 3.11
 
-.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware clean
+.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui clean
 
 # Installs uv (if missing) and every locked dependency into .venv.
 install: .venv/.installed
@@ -31,7 +31,7 @@ lint: install
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
-bench: bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware
+bench: bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui
 
 # wrk (Debian's package) drives the load; installed here when missing.
 bench-ingest: install
@@ -50,6 +50,10 @@ bench-reconcile: install
 # Time our Ruby middleware adds to a real Sidekiq job (supervisor up, refused, hung).
 bench-middleware: install
 	$(PY) -m benchmarks.middleware
+
+# Every GUI page rendered with 1,000,000 ledger rows and 100,000 retries (target: p95 < 200 ms).
+bench-gui: install
+	$(PY) -m benchmarks.gui
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
