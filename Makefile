@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON := 3.11
 
-.PHONY: install run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui clean
+.PHONY: install system-deps run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui clean
 
 # Installs uv (if missing) and every locked dependency into .venv.
 install: .venv/.installed
@@ -21,8 +21,19 @@ migrate: install
 run: migrate
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
+# The real peers the suite drives: Sidekiq 6.4.1 and Faraday (middleware and Redis layout tests)
+# and Chromium (GUI tests, through Playwright from .venv). Installed from Debian when missing.
+DEBIAN_PACKAGES := ruby-sidekiq ruby-faraday chromium
+system-deps:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 # The whole suite against MariaDB (SUPERVISOR_TEST_MYSQL_URL) and Redis (SUPERVISOR_TEST_REDIS_URL).
-test: install
+test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
