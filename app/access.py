@@ -8,6 +8,8 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -102,3 +104,31 @@ def session_key(settings: Settings) -> bytes:
 
 def _reveal(secret: SecretStr | None) -> str:
     return "" if secret is None else secret.get_secret_value()
+
+
+class LoginThrottle:
+    """Failed sign-ins per client address: past `limit` within `window_seconds`, the address
+    waits (a password guesser gets a handful of tries a minute, a typo costs nothing)."""
+
+    def __init__(self, limit: int = 10, window_seconds: float = 300.0) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self._failures: dict[str, deque[float]] = {}
+
+    def wait_seconds(self, client: str) -> int:
+        """0 when `client` may try now, else how long until it may."""
+        recent = self._recent(client)
+        if len(recent) < self.limit:
+            return 0
+        return max(1, int(recent[0] + self.window_seconds - time.monotonic()) + 1)
+
+    def failed(self, client: str) -> None:
+        self._recent(client).append(time.monotonic())
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            self._failures.pop(next(iter(self._failures)))
+
+    def _recent(self, client: str) -> deque[float]:
+        found = self._failures.setdefault(client, deque(maxlen=self.limit))
+        while found and found[0] < time.monotonic() - self.window_seconds:
+            found.popleft()
+        return found

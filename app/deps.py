@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.access import OPEN, Principal, from_authorization
+from app.access import OPEN, LoginThrottle, Principal, from_authorization
 from app.config import Settings
 from app.domain import EventLimits, Snapshot
 from app.errors import Forbidden, Unauthorized
@@ -43,6 +43,7 @@ class Resources:
     keys: Keys
     job_metrics: JobMetrics
     session_key: bytes
+    login_throttle: LoginThrottle
 
 
 def resources(request: Request) -> Resources:

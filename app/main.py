@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.access import session_key
+from app.access import LoginThrottle, session_key
 from app.api import control, docs, health, ingest, jobs, metrics, sidekiq
 from app.config import Settings
 from app.deps import Resources
@@ -138,6 +138,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys=keys,
         job_metrics=job_metrics,
         session_key=session_key(settings),
+        login_throttle=LoginThrottle(),
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)

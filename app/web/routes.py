@@ -14,6 +14,7 @@ from app.web.auth import NOBODY, SignedFormDep, audit, end_session, start_sessio
 from app.web.render import ENVIRONMENT, SECURITY_HEADERS
 
 WRONG_LOGIN = "That name and password do not match a user or token."
+TOO_MANY = "Too many failed sign-ins from this address: try again in {seconds} s."
 
 router = APIRouter(include_in_schema=False)
 for module in (dashboard, busy, queues, sets, ledger, metrics):
@@ -27,9 +28,11 @@ def _safe_next(target: str) -> str:
     return "/sidekiq"
 
 
-def _login_page(next_: str, name: str = "", error: str | None = None) -> HTMLResponse:
+def _login_page(
+    next_: str, name: str = "", error: str | None = None, *, status: int = 200
+) -> HTMLResponse:
     html = ENVIRONMENT.get_template("login.html").render(next=next_, name=name, error=error)
-    return HTMLResponse(html, status_code=401 if error else 200, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=dict(SECURITY_HEADERS))
 
 
 @router.get("/sidekiq/login")
@@ -44,10 +47,18 @@ async def login(
     password: Annotated[str, Form(max_length=1000)],
     next_: Annotated[str, Form(alias="next", max_length=2000)] = "/sidekiq",
 ) -> Response:
-    who = check_password(resources(request).settings, name, password)
+    found = resources(request)
+    client = request.client.host if request.client else "-"
+    wait = found.login_throttle.wait_seconds(client)
+    if wait:
+        page = _login_page(_safe_next(next_), name, TOO_MANY.format(seconds=wait), status=429)
+        page.headers["Retry-After"] = str(wait)
+        return page
+    who = check_password(found.settings, name, password)
     if who is None:
+        found.login_throttle.failed(client)
         audit(request, NOBODY, "login_failed", name, 0)
-        return _login_page(_safe_next(next_), name, WRONG_LOGIN)
+        return _login_page(_safe_next(next_), name, WRONG_LOGIN, status=401)
     response = RedirectResponse(_safe_next(next_), status_code=303)
     start_session(request, response, who)
     audit(request, who, "login", "gui", 1)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access import Principal, Role
 from app.main import SupervisorApp, create_app
+from app.web import busy, dashboard, ledger, metrics, queues, sets
 from app.web.auth import COOKIE, session_cookie
 from tests.conftest import make_settings
 
@@ -172,22 +173,21 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(
         assert 'supervisor_session=""' in out.headers["set-cookie"]
 
 
-def _action_routes(application: SupervisorApp) -> list[str]:
-    """Every state-changing GUI route, with its path parameters filled in."""
+def _action_routes() -> list[str]:
+    """Every state-changing GUI route (each page module's own router, mounted at /sidekiq),
+    with its path parameters filled in."""
     paths = []
-    for route in application.routes:
-        if not isinstance(route, APIRoute) or "POST" not in (route.methods or set()):
-            continue
-        if not route.path.startswith("/sidekiq/") or route.path.endswith(("/login", "/logout")):
-            continue
-        paths.append(re.sub(r"\{[^}]+\}", "x", route.path))
+    for module in (dashboard, busy, queues, sets, ledger, metrics):
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and "POST" in (route.methods or set()):
+                paths.append("/sidekiq" + re.sub(r"\{[^}]+\}", "x", route.path))
     return paths
 
 
 async def test_every_action_refuses_forged_cross_site_and_read_only_posts(
     guarded: SupervisorApp, redis: Redis
 ) -> None:
-    actions = _action_routes(guarded)
+    actions = _action_routes()
     assert len(actions) >= 4, actions  # busy, queue delete, set actions, requeue
     async with http(guarded) as admin, http(guarded) as reader:
         await sign_in(admin, "alice", "alice-pw")
@@ -242,3 +242,17 @@ async def test_the_api_knows_both_roles(
         listed = await client.get("/api/v1/jobs")
         acted = await client.post("/api/v1/processes/quiet")
     assert (listed.status_code, acted.status_code) == (read, act)
+
+
+async def test_a_password_guesser_is_made_to_wait(
+    guarded: SupervisorApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.audit")
+    async with http(guarded) as client:
+        for attempt in range(10):
+            assert (await sign_in(client, "alice", f"guess-{attempt}")).status_code == 401
+        waiting = await sign_in(client, "alice", "alice-pw")
+    assert waiting.status_code == 429
+    assert int(waiting.headers["retry-after"]) > 0
+    assert "Too many failed sign-ins" in waiting.text
+    assert caplog.text.count("action=login_failed") == 10
