@@ -99,8 +99,9 @@ def pretty_json(raw: Any) -> str:
 
 
 def url_with(request: Request, **changes: object) -> str:
-    """This page's URL with some query parameters replaced (None removes one)."""
-    params = dict(request.query_params)
+    """This page's URL with some query parameters replaced (None removes one); an action's
+    notice (`done`, `n`) is never carried on, so it shows once."""
+    params = {k: v for k, v in request.query_params.items() if k not in ("done", "n")}
     for name, value in changes.items():
         if value is None:
             params.pop(name, None)
