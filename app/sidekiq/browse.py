@@ -7,8 +7,11 @@ or a ZSCAN with a bounded COUNT and a bounded number of calls; never a whole set
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ SCAN_COUNT = 500
 SCAN_CALLS = 20
 MAX_MATCHES = 1_000
 GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
+# An inflated backtrace larger than this is not shown (a bound on what one page decompresses).
+MAX_BACKTRACE_BYTES = 1_000_000
 
 
 class SidekiqUnavailable(Unavailable):
@@ -272,3 +277,19 @@ class SetView:
 RETRIES = SetView("retries", SortedSet.RETRY, newest_first=False, score_means="next retry time")
 SCHEDULED = SetView("scheduled", SortedSet.SCHEDULE, newest_first=False, score_means="due time")
 DEAD = SetView("dead", SortedSet.DEAD, newest_first=True, score_means="time of death")
+
+
+def decode_backtrace(value: Any) -> list[str] | None:
+    """A payload's `error_backtrace` as lines: Base64(zlib(JSON array)) from Sidekiq 6.0 (6.x
+    with newlines in the Base64, 7+ strict; b64decode reads both), a plain array before. None
+    when absent, unreadable or inflating past MAX_BACKTRACE_BYTES."""
+    if isinstance(value, list):
+        return [str(line) for line in value]
+    if not isinstance(value, str):
+        return None
+    try:
+        inflated = zlib.decompressobj().decompress(base64.b64decode(value), MAX_BACKTRACE_BYTES)
+        lines = orjson.loads(inflated)
+    except (binascii.Error, zlib.error, orjson.JSONDecodeError):
+        return None
+    return [str(line) for line in lines] if isinstance(lines, list) else None

@@ -35,6 +35,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+# What an action's redirect adds for its notice (sets also say how many were gone or left).
+NOTICE_PARAMS = frozenset({"done", "n", "gone", "left"})
 NOTHING = "\u2013"  # an en dash where there is no value
 NAV = (
     ("dashboard", "/sidekiq", "Dashboard"),
@@ -101,7 +103,7 @@ def pretty_json(raw: Any) -> str:
 def url_with(request: Request, **changes: object) -> str:
     """This page's URL with some query parameters replaced (None removes one); an action's
     notice (`done`, `n`) is never carried on, so it shows once."""
-    params = {k: v for k, v in request.query_params.items() if k not in ("done", "n")}
+    params = {k: v for k, v in request.query_params.items() if k not in NOTICE_PARAMS}
     for name, value in changes.items():
         if value is None:
             params.pop(name, None)
