@@ -26,6 +26,9 @@ INSERT_COLUMNS = (
     "error_class error_message process requeued_as"
 ).split()
 
+# Two events of one run can carry the same start (or failure) time with different details (a
+# `complete` without a process, a `failed` with one): on a tie the greatest non-null value wins,
+# so the row does not depend on arrival order.
 # Assignment order matters on MySQL/MariaDB: a later expression sees the columns already
 # assigned, so each key column (status_key, info_key, started_at, failed_at) comes after the
 # columns whose choice depends on it. SQLite evaluates all against the old row; both agree.
@@ -39,14 +42,21 @@ arguments = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
 arguments_truncated = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
     THEN {new[arguments_truncated]} ELSE arguments_truncated END,
 info_key = COALESCE({greatest}(info_key, {new[info_key]}), info_key, {new[info_key]}),
-process = CASE WHEN {new[started_at]} IS NOT NULL
-    AND (started_at IS NULL OR {new[started_at]} > started_at) THEN {new[process]} ELSE process END,
-error_class = CASE WHEN {new[failed_at]} IS NOT NULL
-    AND (failed_at IS NULL OR {new[failed_at]} > failed_at)
-    THEN {new[error_class]} ELSE error_class END,
-error_message = CASE WHEN {new[failed_at]} IS NOT NULL
-    AND (failed_at IS NULL OR {new[failed_at]} > failed_at)
-    THEN {new[error_message]} ELSE error_message END,
+process = CASE WHEN {new[started_at]} IS NULL THEN process
+    WHEN started_at IS NULL OR {new[started_at]} > started_at THEN {new[process]}
+    WHEN {new[started_at]} = started_at
+    THEN COALESCE({greatest}(process, {new[process]}), process, {new[process]})
+    ELSE process END,
+error_class = CASE WHEN {new[failed_at]} IS NULL THEN error_class
+    WHEN failed_at IS NULL OR {new[failed_at]} > failed_at THEN {new[error_class]}
+    WHEN {new[failed_at]} = failed_at
+    THEN COALESCE({greatest}(error_class, {new[error_class]}), error_class, {new[error_class]})
+    ELSE error_class END,
+error_message = CASE WHEN {new[failed_at]} IS NULL THEN error_message
+    WHEN failed_at IS NULL OR {new[failed_at]} > failed_at THEN {new[error_message]}
+    WHEN {new[failed_at]} = failed_at THEN COALESCE(
+        {greatest}(error_message, {new[error_message]}), error_message, {new[error_message]})
+    ELSE error_message END,
 enqueued_at = COALESCE({least}(enqueued_at, {new[enqueued_at]}), enqueued_at, {new[enqueued_at]}),
 scheduled_for = COALESCE(
     {greatest}(scheduled_for, {new[scheduled_for]}), scheduled_for, {new[scheduled_for]}),
