@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 ZERO = timedelta(0)
@@ -126,8 +127,28 @@ class EventLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class StuckRule:
+    """A started run is stuck once it started more than its class's threshold before `now`
+    (`after_by_class`, else `after`): the reconciler's stuck gauge and the GUI's filter."""
+
+    now: datetime
+    after: timedelta
+    after_by_class: Mapping[str, timedelta] = field(default_factory=dict, hash=False)
+
+    @property
+    def latest_cutoff(self) -> datetime:
+        """No run that started at or after this is stuck, whatever its class."""
+        return self.now - min((self.after, *self.after_by_class.values()))
+
+    def cutoff_for(self, job_class: str | None) -> datetime:
+        """A run of `job_class` that started before this is stuck."""
+        return self.now - self.after_by_class.get(job_class or "", self.after)
+
+
+@dataclass(frozen=True, slots=True)
 class JobFilter:
-    """What the console and the read API narrow the ledger by; every field is optional."""
+    """What the console and the read API narrow the ledger by; every field is optional.
+    `jid` names one job (the GUI's requeue of a single job); `stuck` keeps stuck runs only."""
 
     arguments: str | None = None
     statuses: tuple[JobStatus, ...] = ()
@@ -135,16 +156,11 @@ class JobFilter:
     job_class: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    jid: str | None = None
+    stuck: StuckRule | None = None
 
     def with_statuses(self, *statuses: JobStatus) -> JobFilter:
-        return JobFilter(
-            arguments=self.arguments,
-            statuses=statuses,
-            queue=self.queue,
-            job_class=self.job_class,
-            since=self.since,
-            until=self.until,
-        )
+        return replace(self, statuses=statuses)
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,8 +217,11 @@ class JobManager:
         return RequeueReport(False, done)
 
     async def _candidates(self, flt: JobFilter, limit: int) -> list[Job]:
+        """Started, then lost jobs in `flt` (only those of its statuses, when it names any)."""
         found: list[Job] = []
         for status in REQUEUABLE:
+            if flt.statuses and status not in flt.statuses:
+                continue
             cursor: str | None = None
             while len(found) < limit:
                 page = await self._list(

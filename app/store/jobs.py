@@ -16,8 +16,9 @@ from sqlalchemy import ColumnElement, and_, or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import EventName, Job, JobFilter, JobStatus, Page, TimelineEntry
+from app.domain import EventName, Job, JobFilter, JobStatus, Page, StuckRule, TimelineEntry
 from app.errors import BadRequest
+from app.store.overdue import stuck_conditions
 from app.store.tables import JobEventRow, JobRow, read_time, stored_time
 
 BAD_CURSOR = "cursor: not a cursor this API returned"
@@ -76,7 +77,18 @@ def _conditions(flt: JobFilter) -> list[ColumnElement[bool]]:
         found.append(JobRow.last_event_at >= stored_time(flt.since))
     if flt.until is not None:
         found.append(JobRow.last_event_at < stored_time(flt.until))
+    if flt.jid is not None:
+        found.append(JobRow.jid == flt.jid)
+    if flt.stuck is not None:
+        found.extend(_stuck(flt.stuck))
     return found
+
+
+def _stuck(rule: StuckRule) -> list[ColumnElement[bool]]:
+    """The stuck conditions plus a plain bound on last_event_at, so the listing is a range of
+    ix_jobs_status_recent rather than a walk past every recent start. The bound is implied: a
+    started row's newest event is its latest start, so last_event_at <= started_at."""
+    return [*stuck_conditions(rule), JobRow.last_event_at < stored_time(rule.latest_cutoff)]
 
 
 def _after(cursor: str | None) -> list[ColumnElement[bool]]:
@@ -148,6 +160,10 @@ async def list_jobs(
         .order_by(*NEWEST_FIRST)
         .limit(limit + 1)
     )
+    if flt.stuck is not None and flt.queue is None and flt.job_class is None:
+        # MariaDB otherwise reads the status index from its newest entry (ref access), past
+        # every recent start, rather than from the stuck bound: 2.3 s -> 2 ms at 1M rows.
+        query = query.with_hint(JobRow, "FORCE INDEX (ix_jobs_status_recent)", "mysql")
     try:
         async with _time_limited(session, flt, search_seconds):
             rows = (await session.scalars(query)).all()
@@ -163,10 +179,15 @@ async def get_job(session: AsyncSession, jid: str) -> Job | None:
     return None if row is None else _job(row)
 
 
-async def get_timeline(session: AsyncSession, jid: str) -> list[TimelineEntry]:
-    """The job's events in event-time order, as received."""
+async def get_timeline(
+    session: AsyncSession, jid: str, *, limit: int | None = None
+) -> list[TimelineEntry]:
+    """The job's events in event-time order, as received (the first `limit`, when given)."""
     query = (
-        select(JobEventRow).where(JobEventRow.jid == jid).order_by(JobEventRow.at, JobEventRow.id)
+        select(JobEventRow)
+        .where(JobEventRow.jid == jid)
+        .order_by(JobEventRow.at, JobEventRow.id)
+        .limit(limit)
     )
     return [
         TimelineEntry(

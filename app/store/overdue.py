@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import JobStatus
+from app.domain import JobStatus, StuckRule
 from app.store.ledger import EPOCH, MICROSECOND
 from app.store.tables import JobRow, read_time, stored_time
 
@@ -160,16 +160,20 @@ async def stuck_counts(
 ) -> LabelCounts:
     """Started runs older than their class's threshold, counted by (queue, job_class), in one
     pass over the started entries of the covering index."""
+    return await _grouped(session, stuck_conditions(StuckRule(now, after, after_by_class)))
+
+
+def stuck_conditions(rule: StuckRule) -> list[ColumnElement[bool]]:
+    """What makes a ledger row stuck: started, and longer ago than its class's threshold."""
+    now, after = rule.now, rule.after
     cutoff: ColumnElement[object] = literal(stored_time(now - after))
-    if after_by_class:
+    if rule.after_by_class:
         cutoff = case(
-            {name: stored_time(now - limit) for name, limit in after_by_class.items()},
+            {name: stored_time(now - limit) for name, limit in rule.after_by_class.items()},
             value=JobRow.job_class,
             else_=stored_time(now - after),
         )
-    return await _grouped(
-        session, [JobRow.status == JobStatus.STARTED.value, JobRow.started_at < cutoff]
-    )
+    return [JobRow.status == JobStatus.STARTED.value, JobRow.started_at < cutoff]
 
 
 async def lost_counts(session: AsyncSession) -> LabelCounts:

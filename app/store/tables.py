@@ -90,6 +90,19 @@ class JobRow(Base):
         ),
         Index(None, "queue", "last_event_at", "jid"),
         Index(None, "job_class", "last_event_at", "jid"),
+        # The GUI's status filter combined with a queue or a class (migration 0005).
+        Index(None, "status", "queue", "last_event_at", "jid"),
+        Index(None, "status", "job_class", "last_event_at", "jid"),
+        # Covers the Metrics page's read of the newest finished jobs without row lookups.
+        Index(
+            "ix_jobs_finished_recent",
+            "last_event_at",
+            "status",
+            "job_class",
+            "queue",
+            "enqueued_at",
+            "started_at",
+        ),
         TABLE_OPTIONS,
     )
 

@@ -36,7 +36,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 # What an action's redirect adds for its notice (sets also say how many were gone or left).
-NOTICE_PARAMS = frozenset({"done", "n", "gone", "left"})
+NOTICE_PARAMS = frozenset({"done", "n", "gone", "left", "skipped"})
 NOTHING = "\u2013"  # an en dash where there is no value
 NAV = (
     ("dashboard", "/sidekiq", "Dashboard"),
@@ -119,7 +119,8 @@ def pick_notice(request: Request, notices: Mapping[str, str]) -> str | None:
     if template is None:
         return None
     count = request.query_params.get("n", "")
-    return template.format(n=int(count) if count.isdigit() else 0)
+    n = int(count) if count.isdigit() else 0
+    return template.format(n=n, s="" if n == 1 else "s")
 
 
 def done_url(path: str, code: str, count: int) -> str:
