@@ -3,6 +3,7 @@ the engine, Redis client and event writer (in reverse)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -142,6 +143,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise rescan it each time a large read (a page of 20,000 rows)
+    # triggers one, adding 70-120 ms to that request.
+    gc.freeze()
     try:
         yield
     finally:

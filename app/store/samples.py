@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, insert, literal_column, select
+from sqlalchemy import insert, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import Snapshot
@@ -119,62 +120,39 @@ async def queue_points_between(
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class TotalsBucket:
-    """Samples gathered into one time bucket: the counters' last values, the gauges' means."""
-
-    start: datetime
-    processed: int
-    failed: int
-    enqueued: float
-    busy: float
-    retry: int
-    dead: int
-    scheduled: int
-
-
-def _seconds_since(session: AsyncSession, since: datetime) -> ColumnElement[float]:
-    """Seconds from `since` to each sample, in the database (no zone arithmetic involved)."""
-    column = SidekiqSampleRow.sampled_at
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(column) - func.julianday(stored_time(since))) * 86_400.0
-    return cast(func.timestampdiff(literal_column("SECOND"), stored_time(since), column), Float)
-
-
 async def totals_by_bucket(
-    session: AsyncSession, since: datetime, until: datetime, *, bucket_seconds: int
-) -> list[TotalsBucket]:
-    """Totals in [since, until) in buckets of `bucket_seconds`, oldest first: one row per
-    bucket whatever the sample interval, so a month of history stays a few hundred points."""
-    bucket = func.floor(_seconds_since(session, since) / bucket_seconds).label("bucket")
-    row = SidekiqSampleRow
-    query = (
-        select(
-            bucket,
-            func.max(row.processed),
-            func.max(row.failed),
-            func.avg(row.enqueued),
-            func.avg(row.busy),
-            func.max(row.retry),
-            func.max(row.dead),
-            func.max(row.scheduled),
-        )
-        .where(row.sampled_at >= stored_time(since), row.sampled_at < stored_time(until))
-        .group_by(bucket)
-        .order_by(bucket)
-    )
-    return [
-        TotalsBucket(
-            start=since + timedelta(seconds=int(number) * bucket_seconds),
-            processed=int(processed),
-            failed=int(failed),
-            enqueued=float(enqueued),
-            busy=float(busy),
-            retry=int(retry),
-            dead=int(dead),
-            scheduled=int(scheduled),
-        )
-        for number, processed, failed, enqueued, busy, retry, dead, scheduled in (
-            await session.execute(query)
-        ).all()
+    session: AsyncSession, since: datetime, until: datetime, *, buckets: int
+) -> list[TotalsPoint]:
+    """The first totals sample of each of `buckets` equal slices of [since, until), oldest
+    first (empty slices give nothing): a month of 10-second samples becomes a few hundred
+    points in one statement of `buckets` index seeks, where grouping every row took 160 ms.
+    Counters stay exact at each point, so rates between points are too."""
+    step = (until - since) / buckets
+    firsts = [
+        select(SidekiqSampleRow)
+        .where(SidekiqSampleRow.sampled_at >= stored_time(since + step * n))
+        .where(SidekiqSampleRow.sampled_at < stored_time(since + step * (n + 1)))
+        .order_by(SidekiqSampleRow.sampled_at)
+        .limit(1)
+        .subquery()
+        for n in range(buckets)
     ]
+    # Each slice wrapped as a subquery: SQLite refuses LIMIT inside a UNION's members.
+    query = union_all(*(select(first) for first in firsts)).subquery()
+    rows = (await session.execute(select(query).order_by(query.c.sampled_at))).mappings().all()
+    return [_totals_point(row) for row in rows]
+
+
+def _totals_point(row: Any) -> TotalsPoint:
+    return TotalsPoint(
+        sampled_at=row["sampled_at"].replace(tzinfo=UTC),
+        processed=row["processed"],
+        failed=row["failed"],
+        enqueued=row["enqueued"],
+        scheduled=row["scheduled"],
+        retry=row["retry"],
+        dead=row["dead"],
+        processes=row["processes"],
+        workers=row["workers"],
+        busy=row["busy"],
+    )

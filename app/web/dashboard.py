@@ -101,27 +101,24 @@ async def live_stats(request: Request, _who: ViewerDep) -> JSONResponse:
 async def history(
     request: Request, _who: ViewerDep, range_: Annotated[Range, Query(alias="range")] = "24h"
 ) -> JSONResponse:
-    """The sample tables over `range`, in about HISTORY_POINTS buckets, as columns for uPlot."""
+    """The sample tables over `range`, one sample per HISTORY_POINTS-th of it, as uPlot columns."""
     found = resources(request)
     until = datetime.now(UTC)
     span = RANGES[range_]
-    bucket_seconds = max(int(span.total_seconds() // HISTORY_POINTS), 1)
     try:
         async with found.sessions() as session:
-            buckets = await totals_by_bucket(
-                session, until - span, until, bucket_seconds=bucket_seconds
-            )
+            points = await totals_by_bucket(session, until - span, until, buckets=HISTORY_POINTS)
     except (DBAPIError, OSError) as exc:
         raise Unavailable(DB_DOWN, retry_after_seconds=found.settings.RETRY_AFTER_SECONDS) from exc
     body = {
         "range": range_,
-        "bucket_seconds": bucket_seconds,
-        "time": [b.start.timestamp() for b in buckets],
-        "processed": [b.processed for b in buckets],
-        "failed": [b.failed for b in buckets],
-        "enqueued": [round(b.enqueued, 2) for b in buckets],
-        "busy": [round(b.busy, 2) for b in buckets],
-        "retry": [b.retry for b in buckets],
-        "dead": [b.dead for b in buckets],
+        "bucket_seconds": int(span.total_seconds() // HISTORY_POINTS),
+        "time": [p.sampled_at.timestamp() for p in points],
+        "processed": [p.processed for p in points],
+        "failed": [p.failed for p in points],
+        "enqueued": [p.enqueued for p in points],
+        "busy": [p.busy for p in points],
+        "retry": [p.retry for p in points],
+        "dead": [p.dead for p in points],
     }
     return JSONResponse(body, headers=SECURITY_HEADERS)

@@ -71,7 +71,7 @@ async def test_history_buckets_the_samples(client: AsyncClient, engine: AsyncEng
     await add_sample(engine, now - timedelta(minutes=30), 160, enqueued=8, failed=3)
     await add_sample(engine, now - timedelta(hours=3), 1, enqueued=1)
     hour = (await client.get("/sidekiq/history.json", params={"range": "1h"})).json()
-    assert hour["bucket_seconds"] == 15
+    assert hour["bucket_seconds"] == 15  # 240 points an hour
     assert (hour["processed"], hour["enqueued"], hour["failed"]) == ([100, 160], [4, 8], [0, 3])
     assert hour["time"][0] < hour["time"][1]
     assert len((await client.get("/sidekiq/history.json?range=6h")).json()["time"]) == 3
@@ -83,15 +83,14 @@ async def test_history_refuses_an_unknown_range(client: AsyncClient) -> None:
     assert "range" in answer.json()["detail"]
 
 
-async def test_buckets_keep_the_last_counter_and_the_mean_gauge(engine: AsyncEngine) -> None:
+async def test_each_bucket_gives_its_first_sample(engine: AsyncEngine) -> None:
     since = datetime(2026, 11, 1, tzinfo=UTC)
     for offset, processed, enqueued in ((0, 10, 2), (4, 12, 4), (11, 30, 9), (35, 31, 0)):
         await add_sample(engine, since + timedelta(seconds=offset), processed, enqueued=enqueued)
+    await add_sample(engine, since + timedelta(seconds=40), 99)  # past `until`
     sessions = async_sessionmaker(engine)
     async with sessions() as session:
-        buckets = await totals_by_bucket(
-            session, since, since + timedelta(seconds=40), bucket_seconds=10
-        )
-    assert [(b.start - since).total_seconds() for b in buckets] == [0, 10, 30]
-    assert [b.processed for b in buckets] == [12, 30, 31]
-    assert [b.enqueued for b in buckets] == [3.0, 9.0, 0.0]
+        points = await totals_by_bucket(session, since, since + timedelta(seconds=40), buckets=4)
+    assert [(p.sampled_at - since).total_seconds() for p in points] == [0, 11, 35]
+    assert [p.processed for p in points] == [10, 30, 31]
+    assert [p.enqueued for p in points] == [2, 9, 0]
