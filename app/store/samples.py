@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, union_all
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import Snapshot
-from app.store.tables import QueueSampleRow, SidekiqSampleRow, stored_time
+from app.store.tables import QueueSampleRow, SidekiqSampleRow, Timestamp, stored_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +120,18 @@ async def queue_points_between(
     ]
 
 
+TOTALS_COLUMNS = (
+    "sampled_at, processed, failed, enqueued, scheduled, retry, dead, processes, workers, busy"
+)
+# One slice's first sample, wrapped as a derived table: SQLite refuses LIMIT inside a UNION's
+# members. Written as text: building and compiling the same statement in SQLAlchemy's
+# expression language took 150 ms of Python for 240 slices.
+FIRST_IN_SLICE = (
+    f"SELECT * FROM (SELECT {TOTALS_COLUMNS} FROM sidekiq_samples "
+    "WHERE sampled_at >= :start_{n} AND sampled_at < :end_{n} ORDER BY sampled_at LIMIT 1) AS s{n}"
+)
+
+
 async def totals_by_bucket(
     session: AsyncSession, since: datetime, until: datetime, *, buckets: int
 ) -> list[TotalsPoint]:
@@ -128,18 +140,19 @@ async def totals_by_bucket(
     points in one statement of `buckets` index seeks, where grouping every row took 160 ms.
     Counters stay exact at each point, so rates between points are too."""
     step = (until - since) / buckets
-    firsts = [
-        select(SidekiqSampleRow)
-        .where(SidekiqSampleRow.sampled_at >= stored_time(since + step * n))
-        .where(SidekiqSampleRow.sampled_at < stored_time(since + step * (n + 1)))
-        .order_by(SidekiqSampleRow.sampled_at)
-        .limit(1)
-        .subquery()
-        for n in range(buckets)
-    ]
-    # Each slice wrapped as a subquery: SQLite refuses LIMIT inside a UNION's members.
-    query = union_all(*(select(first) for first in firsts)).subquery()
-    rows = (await session.execute(select(query).order_by(query.c.sampled_at))).mappings().all()
+    parts = [FIRST_IN_SLICE.format(n=n) for n in range(buckets)]
+    statement = text(" UNION ALL ".join(parts) + " ORDER BY sampled_at").bindparams(
+        *(
+            bindparam(f"start_{n}", stored_time(since + step * n), Timestamp)
+            for n in range(buckets)
+        ),
+        *(
+            bindparam(f"end_{n}", stored_time(since + step * (n + 1)), Timestamp)
+            for n in range(buckets)
+        ),
+    )
+    typed = statement.columns(sampled_at=Timestamp)
+    rows = (await session.execute(typed)).mappings().all()
     return [_totals_point(row) for row in rows]
 
 
