@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.access import OPEN, LoginThrottle, Principal, from_authorization
 from app.config import Settings
 from app.domain import EventLimits, Snapshot
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, InvalidInput, Unauthorized
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
@@ -94,6 +94,20 @@ def require_reader(request: Request) -> None:
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
+BAD_LIMIT = "must be between 1 and {maximum}"
+
+
+def page_limit(found: ResourcesDep, limit: int | None = None) -> int:
+    """`limit` from the query: SUPERVISOR_PAGE_SIZE by default, at most MAX_PAGE_SIZE."""
+    maximum = found.settings.MAX_PAGE_SIZE
+    if limit is None:
+        return found.settings.PAGE_SIZE
+    if not 1 <= limit <= maximum:
+        raise InvalidInput({"limit": BAD_LIMIT.format(maximum=maximum)})
+    return limit
+
+
+LimitDep = Annotated[int, Depends(page_limit)]
 
 
 def _manager(request: Request) -> JobManager:

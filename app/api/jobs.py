@@ -16,9 +16,9 @@ from app.api.schemas import (
     PercentilesOut,
     TimelineEntryOut,
 )
-from app.deps import ManagerDep, ResourcesDep, require_reader
+from app.deps import LimitDep, ManagerDep, require_reader
 from app.domain import JobFilter, JobStatus
-from app.errors import InvalidInput, NotFound
+from app.errors import NotFound
 
 router = APIRouter(
     prefix="/api/v1",
@@ -28,7 +28,6 @@ router = APIRouter(
 )
 
 NO_SUCH_JOB = "no job {jid!r} in the ledger"
-BAD_LIMIT = "must be between 1 and {maximum}"
 
 
 class FilterParams:
@@ -57,18 +56,6 @@ class FilterParams:
 
 FilterDep = Annotated[FilterParams, Depends()]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
-
-
-def _limit(found: ResourcesDep, limit: int | None = None) -> int:
-    maximum = found.settings.MAX_PAGE_SIZE
-    if limit is None:
-        return found.settings.PAGE_SIZE
-    if not 1 <= limit <= maximum:
-        raise InvalidInput({"limit": BAD_LIMIT.format(maximum=maximum)})
-    return limit
-
-
-LimitDep = Annotated[int, Depends(_limit)]
 
 
 @router.get("/jobs", summary="List jobs, newest activity first", response_model=JobPageOut)

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy.exc import DBAPIError
 
-from app.api.jobs import LimitDep
 from app.api.schemas import ErrorOut
 from app.api.sidekiq_schemas import (
     BusyJobOut,
@@ -32,7 +31,7 @@ from app.api.sidekiq_schemas import (
     StatsOut,
     TotalsPointOut,
 )
-from app.deps import ResourcesDep, SnapshotDep, require_reader
+from app.deps import LimitDep, ResourcesDep, SnapshotDep, require_reader
 from app.errors import InvalidInput, Unavailable
 from app.sidekiq.browse import (
     DEAD,

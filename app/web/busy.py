@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.deps import ResourcesDep, current_snapshot
+from app.deps import LimitDep, ResourcesDep, current_snapshot
 from app.domain import BusyJob, ProcessInfo, Snapshot
 from app.errors import InvalidInput, NotFound
 from app.sidekiq.browse import JobRecord, parse_job, translate_redis_errors
 from app.sidekiq.control import Control, Signal
 from app.sidekiq.reader import read_snapshot
 from app.web.auth import OperatorDep, ViewerDep, audit
-from app.web.queues import LimitDep, Offset, next_offset
+from app.web.queues import Offset, next_offset
 from app.web.render import done_url, pick_notice, render
 
 router = APIRouter()

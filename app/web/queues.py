@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.deps import ResourcesDep, current_snapshot
+from app.deps import LimitDep, ResourcesDep, current_snapshot
 from app.errors import InvalidInput
 from app.sidekiq.browse import JobRecord, QueueEntry, read_queue_page, translate_redis_errors
 from app.sidekiq.control import Control
@@ -26,7 +26,6 @@ MAX_NAME_CHARS = 255
 # A job's bytes travel base64-encoded in the form: exact even when they are not UTF-8 or hold
 # line breaks a browser would rewrite. Sidekiq caps nothing, so the bound is generous.
 MAX_JOB_FIELD_CHARS = 16 * 1024 * 1024
-BAD_LIMIT = "must be between 1 and {maximum}"
 BAD_JOB = "not the base64 of a job's bytes"
 NOTICES = {
     "deleted": "Deleted {n} job from the queue.",
@@ -36,19 +35,6 @@ NOTICES = {
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip.")]
 QueueName = Annotated[str, Path(min_length=1, max_length=MAX_NAME_CHARS)]
 Direction = Annotated[Literal["asc", "desc"] | None, Query(description="asc: oldest first.")]
-
-
-def page_limit(found: ResourcesDep, limit: int | None = None) -> int:
-    """`limit` from the query: settings.PAGE_SIZE by default, at most settings.MAX_PAGE_SIZE."""
-    maximum = found.settings.MAX_PAGE_SIZE
-    if limit is None:
-        return found.settings.PAGE_SIZE
-    if not 1 <= limit <= maximum:
-        raise InvalidInput({"limit": BAD_LIMIT.format(maximum=maximum)})
-    return limit
-
-
-LimitDep = Annotated[int, Depends(page_limit)]
 
 
 def next_offset(offset: int, count: int, total: int) -> int | None:

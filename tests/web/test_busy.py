@@ -4,10 +4,8 @@ refusals, the read-only role, the audit log, and the page in real Chromium."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -269,22 +267,6 @@ async def test_signal_without_the_csrf_token_is_refused(client: AsyncClient, red
 
     assert done.status_code == 403
     assert await signals(redis, ids["busy"]) == []
-
-
-@pytest.fixture
-async def reader(
-    database_url: str, engine: AsyncEngine, redis: Redis
-) -> AsyncIterator[AsyncClient]:
-    """The GUI with credentials, used with the read-only token through basic auth."""
-    application = create_app(make_settings(database_url, READ_TOKEN="r", ADMIN_TOKEN="a"))
-    token = base64.b64encode(b"x:r").decode()
-    async with application.router.lifespan_context(application):
-        async with AsyncClient(
-            transport=ASGITransport(app=application),
-            base_url="http://supervisor.test",
-            headers={"Authorization": f"Basic {token}"},
-        ) as http:
-            yield http
 
 
 async def test_a_reader_sees_no_buttons_and_cannot_signal(

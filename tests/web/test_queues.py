@@ -8,7 +8,6 @@ import base64
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from typing import Any
 
@@ -19,7 +18,7 @@ from playwright.async_api import Browser, expect
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.main import SupervisorApp, create_app
+from app.main import create_app
 from app.sidekiq.keys import Keys
 from tests.conftest import make_settings
 from tests.live import LiveSupervisor
@@ -329,24 +328,6 @@ async def test_delete_without_the_csrf_token_is_refused(client: AsyncClient, red
 
     assert done.status_code == 403
     assert await redis.lrange(KEYS.queue("default"), 0, -1) == payloads
-
-
-@pytest.fixture
-async def reader(
-    database_url: str, engine: AsyncEngine, redis: Redis
-) -> AsyncIterator[AsyncClient]:
-    """The GUI with credentials, signed in with the read-only token through basic auth."""
-    application: SupervisorApp = create_app(
-        make_settings(database_url, READ_TOKEN="r", ADMIN_TOKEN="a")
-    )
-    token = base64.b64encode(b"x:r").decode()
-    async with application.router.lifespan_context(application):
-        async with AsyncClient(
-            transport=ASGITransport(app=application),
-            base_url="http://supervisor.test",
-            headers={"Authorization": f"Basic {token}"},
-        ) as http:
-            yield http
 
 
 async def test_a_reader_sees_no_delete_buttons_and_cannot_delete(
