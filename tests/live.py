@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,29 +115,37 @@ def run_supervisor(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     live = LiveSupervisor(f"http://127.0.0.1:{port}", process, log, ingest_token, admin_token)
     try:
-        _wait_for_health(live)
+        if not answers(live.url + "/healthz", live.check_alive, START_DEADLINE_SECONDS):
+            pytest.fail(NO_HEALTH.format(seconds=START_DEADLINE_SECONDS, log=log_tail(log)))
         yield live
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
-def _wait_for_health(live: LiveSupervisor) -> None:
-    deadline = time.monotonic() + START_DEADLINE_SECONDS
-    with httpx.Client(base_url=live.url, timeout=1.0) as client:
+def answers(url: str, check_alive: Callable[[], None], seconds: float) -> bool:
+    """Whether `url` answers 200 within `seconds`; `check_alive` fails the test early when the
+    server behind it has exited."""
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < deadline:
-            live.check_alive()
+            check_alive()
             try:
-                if client.get("/healthz").status_code == 200:
-                    return
+                if client.get(url).status_code == 200:
+                    return True
             except httpx.TransportError:
                 pass
             time.sleep(POLL_SECONDS)
-    pytest.fail(NO_HEALTH.format(seconds=START_DEADLINE_SECONDS, log=log_tail(live.log)))
+    return False
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, wait, kill if it will not go; always reaped."""
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def refused_url() -> str:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.live import free_port, log_tail
+from tests.live import answers, free_port, log_tail, stop
 
 PACKAGES = {
     "promtool": "prometheus",
@@ -29,8 +27,6 @@ MISSING = (
 NOT_READY = "{name} was not ready within {seconds:g} s ({url}); log tail:\n{log}"
 EXITED = "{name} exited ({code}); log tail:\n{log}"
 READY_SECONDS = 20.0
-POLL_SECONDS = 0.05
-STOP_SECONDS = 10.0
 
 
 def tool(name: str) -> str:
@@ -104,29 +100,10 @@ def _serve(name: str, command: Sequence[str], address: str, log_dir: Path) -> It
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     server = Server(name, f"http://{address}", address, process, log)
     try:
-        _wait_ready(server)
+        if not answers(server.url + "/-/ready", server.check_alive, READY_SECONDS):
+            tail = log_tail(server.log)
+            url = server.url
+            pytest.fail(NOT_READY.format(name=name, seconds=READY_SECONDS, url=url, log=tail))
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    with httpx.Client(base_url=server.url, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            server.check_alive()
-            try:
-                if client.get("/-/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(POLL_SECONDS)
-    message = NOT_READY.format(
-        name=server.name, seconds=READY_SECONDS, url=server.url, log=log_tail(server.log)
-    )
-    pytest.fail(message)
+        stop(process)
