@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from app.config import Settings
 
 ANONYMOUS = "anonymous"
+OPEN_VIA = "no credentials configured"
 
 
 class Role(StrEnum):
@@ -37,8 +38,13 @@ class Principal:
     def can_act(self) -> bool:
         return self.role is Role.ADMIN
 
+    @property
+    def signed_in(self) -> bool:
+        """False for the anonymous admin of a service with no credentials configured."""
+        return self.via != OPEN_VIA
 
-OPEN = Principal(ANONYMOUS, Role.ADMIN, "no credentials configured")
+
+OPEN = Principal(ANONYMOUS, Role.ADMIN, OPEN_VIA)
 
 
 def _same(given: str, secret: SecretStr | None) -> bool:

@@ -150,6 +150,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        gc.unfreeze()
         await sampler.stop()
         registry.unregister(collector)
         await writer.stop()
