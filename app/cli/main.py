@@ -45,8 +45,9 @@ def serve(
         level=settings.LOG_LEVEL.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(settings)
+    # Start-up garbage goes now, before the lifespan freezes what survives out of the
+    # collector's full passes; a larger first threshold makes those passes rarer too.
     gc.collect()
-    gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     uvicorn.run(
         app,
