@@ -75,6 +75,7 @@ async def pages(db: Database, redis: Redis) -> list[str]:
         "/sidekiq/jobs?status=lost",
         "/sidekiq/jobs?status=failed&queue=billing",
         "/sidekiq/jobs?job_class=Billing::ChargeJob",
+        "/sidekiq/jobs?job_class=Billing::ChargeJob&queue=bulk",
         f"/sidekiq/jobs?since={week_ago}",
         f"/sidekiq/jobs?arguments={fake_ledger.MARKER}",
         f"/sidekiq/jobs/{jid}",

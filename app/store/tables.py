@@ -90,6 +90,8 @@ class JobRow(Base):
         ),
         Index(None, "queue", "last_event_at", "jid"),
         Index(None, "job_class", "last_event_at", "jid"),
+        # A class and a queue together (migration 0006).
+        Index(None, "job_class", "queue", "last_event_at", "jid"),
         # The GUI's status filter combined with a queue or a class (migration 0005).
         Index(None, "status", "queue", "last_event_at", "jid"),
         Index(None, "status", "job_class", "last_event_at", "jid"),
