@@ -7,9 +7,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
-import time
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -19,6 +19,10 @@ from app.config import Settings
 
 ANONYMOUS = "anonymous"
 OPEN_VIA = "no credentials configured"
+USER_VIA = "user"
+ADMIN_VIA = "SUPERVISOR_ADMIN_TOKEN"
+READ_VIA = "SUPERVISOR_READ_TOKEN"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Role(StrEnum):
@@ -58,19 +62,19 @@ def check_password(settings: Settings, name: str, password: str) -> Principal | 
     the admin or read token as password. None when nothing matches."""
     user = settings.USERS.get(name)
     if user is not None and _same(password, user.password):
-        return Principal(name, Role(user.role), "user")
+        return Principal(name, Role(user.role), USER_VIA)
     if _same(password, settings.ADMIN_TOKEN):
-        return Principal(name or "admin", Role.ADMIN, "SUPERVISOR_ADMIN_TOKEN")
+        return Principal(name or "admin", Role.ADMIN, ADMIN_VIA)
     if _same(password, settings.READ_TOKEN):
-        return Principal(name or "reader", Role.READ, "SUPERVISOR_READ_TOKEN")
+        return Principal(name or "reader", Role.READ, READ_VIA)
     return None
 
 
 def check_bearer_token(settings: Settings, token: str) -> Principal | None:
     if _same(token, settings.ADMIN_TOKEN):
-        return Principal("admin-token", Role.ADMIN, "SUPERVISOR_ADMIN_TOKEN")
+        return Principal("admin-token", Role.ADMIN, ADMIN_VIA)
     if _same(token, settings.READ_TOKEN):
-        return Principal("read-token", Role.READ, "SUPERVISOR_READ_TOKEN")
+        return Principal("read-token", Role.READ, READ_VIA)
     return None
 
 
@@ -79,13 +83,75 @@ def from_authorization(settings: Settings, header: str) -> Principal | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return check_bearer_token(settings, value.strip())
-    if scheme.lower() == "basic":
-        try:
-            name, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+    basic = basic_credentials(header)
+    return None if basic is None else check_password(settings, *basic)
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(name, password) of a Basic Authorization header; None for any other or a garbled one."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, _, password = base64.b64decode(value.strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return name, password
+
+
+def credential_of(settings: Settings, who: Principal) -> str | None:
+    """The secret `who` signed in with, with their role: a session lasts only while this is
+    unchanged (None when it is no longer configured at all)."""
+    if who.via == USER_VIA:
+        user = settings.USERS.get(who.name)
+        if user is None:
             return None
-        return check_password(settings, name, password)
-    return None
+        return f"user\0{who.name}\0{user.role}\0{user.password.get_secret_value()}"
+    token = {ADMIN_VIA: settings.ADMIN_TOKEN, READ_VIA: settings.READ_TOKEN}.get(who.via)
+    return None if token is None else f"{who.via}\0{token.get_secret_value()}"
+
+
+def client_address(peer: str, forwarded_for: Iterable[str], trusted: Iterable[Network]) -> str:
+    """Who is really asking: the socket's peer, or, when that peer is a trusted proxy, the
+    right-most address of X-Forwarded-For that is not a trusted proxy itself (each proxy
+    appends its client, so only what trusted hops appended can be believed)."""
+    networks = tuple(trusted)
+    if not _is_trusted(peer, networks):
+        return peer
+    entries = (hop.strip() for value in forwarded_for for hop in value.split(","))
+    hops = [_bare(hop) for hop in entries if hop]
+    nearest = peer
+    for hop in reversed(hops):
+        if not _is_address(hop):
+            return nearest  # a trusted proxy would never append garbage: stop believing here
+        if not _is_trusted(hop, networks):
+            return hop
+        nearest = hop
+    return nearest
+
+
+def _bare(hop: str) -> str:
+    """An X-Forwarded-For entry without the port some proxies add (1.2.3.4:5678, [::1]:5678)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    host, colon, port = hop.partition(":")
+    return host if colon and port.isdigit() else hop
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        found = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(found in network for network in networks)
 
 
 def session_key(settings: Settings) -> bytes:
@@ -110,31 +176,3 @@ def session_key(settings: Settings) -> bytes:
 
 def _reveal(secret: SecretStr | None) -> str:
     return "" if secret is None else secret.get_secret_value()
-
-
-class LoginThrottle:
-    """Failed sign-ins per client address: past `limit` within `window_seconds`, the address
-    waits (a password guesser gets a handful of tries a minute, a typo costs nothing)."""
-
-    def __init__(self, limit: int = 10, window_seconds: float = 300.0) -> None:
-        self.limit = limit
-        self.window_seconds = window_seconds
-        self._failures: dict[str, deque[float]] = {}
-
-    def wait_seconds(self, client: str) -> int:
-        """0 when `client` may try now, else how long until it may."""
-        recent = self._recent(client)
-        if len(recent) < self.limit:
-            return 0
-        return max(1, int(recent[0] + self.window_seconds - time.monotonic()) + 1)
-
-    def failed(self, client: str) -> None:
-        self._recent(client).append(time.monotonic())
-        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-            self._failures.pop(next(iter(self._failures)))
-
-    def _recent(self, client: str) -> deque[float]:
-        found = self._failures.setdefault(client, deque(maxlen=self.limit))
-        while found and found[0] < time.monotonic() - self.window_seconds:
-            found.popleft()
-        return found

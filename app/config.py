@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import cached_property
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
+import orjson
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./supervisor.db"
@@ -28,6 +31,16 @@ BATCH_TOO_BIG = (
     "a batch request is committed in one transaction"
 )
 PAGE_TOO_BIG = "SUPERVISOR_PAGE_SIZE must not exceed SUPERVISOR_MAX_PAGE_SIZE"
+BAD_PROXY = "SUPERVISOR_TRUSTED_PROXIES: {entry!r} is not an IP address or network ({error})"
+PATTERNS_NOT_LIST = (
+    "SUPERVISOR_REDACT_PATTERNS must be a JSON array of regular expressions, "
+    'e.g. ["\\\\b\\\\d{{16}}\\\\b"]; got {value!r}'
+)
+BAD_PATTERN = "SUPERVISOR_REDACT_PATTERNS: {pattern!r} is not a valid regular expression ({error})"
+EMPTY_MATCH = (
+    "SUPERVISOR_REDACT_PATTERNS: {pattern!r} matches the empty string, "
+    "so it would redact between every character"
+)
 
 Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
@@ -65,11 +78,23 @@ class Settings(BaseSettings):
     HOST: str = "127.0.0.1"
     PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
     LOG_LEVEL: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed; empty: the
+    # client is the socket's peer address (what sign-in throttling and the audit log name).
+    TRUSTED_PROXIES: str = ""
+    # A slow client cannot hold a connection: its request headers must arrive within the
+    # first bound, its whole body within the second (then 408 and the connection is closed).
+    HEADER_TIMEOUT_SECONDS: Seconds = 10.0
+    BODY_TIMEOUT_SECONDS: Seconds = 30.0
 
     MAX_BODY_BYTES: Count = 1_048_576
     MAX_ARGUMENTS_BYTES: Count = 65_536
     MAX_ERROR_MESSAGE_CHARS: Count = 10_000
     MAX_BATCH_EVENTS: Count = 1_000
+    # Secrets never stored nor shown (app/redact.py): argument keys (names or globs, any case,
+    # comma-separated) whose values are replaced, and regular expressions (a JSON array, as a
+    # regex may hold commas) whose matches are replaced in arguments and error text.
+    REDACT_KEYS: str = ""
+    REDACT_PATTERNS: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     WRITER_BATCH_SIZE: Count = 1_000
     WRITER_MAX_PENDING: Count = 20_000
@@ -116,6 +141,27 @@ class Settings(BaseSettings):
             raise ValueError(UNSUPPORTED_DATABASE.format(scheme=scheme))
         return value
 
+    @field_validator("REDACT_PATTERNS", mode="before")
+    @classmethod
+    def _patterns_from_json(cls, value: Any) -> Any:
+        """The environment gives JSON text (empty = none); Python callers may pass a list."""
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value) if value.strip() else []
+            except orjson.JSONDecodeError:
+                raise ValueError(PATTERNS_NOT_LIST.format(value=value)) from None
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(PATTERNS_NOT_LIST.format(value=value))
+        for pattern in value:
+            _check_pattern(pattern)
+        return value
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        _networks(value)
+        return value
+
     @model_validator(mode="after")
     def _limits_fit_together(self) -> Self:
         if self.MAX_BATCH_EVENTS > self.WRITER_BATCH_SIZE:
@@ -129,6 +175,10 @@ class Settings(BaseSettings):
         """The URL with our async driver filled in (mysql:// becomes mysql+asyncmy://)."""
         url = make_url(self.DATABASE_URL)
         return url.set(drivername=DRIVER_FOR_SCHEME[url.drivername])
+
+    @cached_property
+    def trusted_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _networks(self.TRUSTED_PROXIES)
 
     @property
     def is_sqlite(self) -> bool:
@@ -147,3 +197,23 @@ class Settings(BaseSettings):
     def has_credentials(self) -> bool:
         """False in development: everything open, the GUI acts as an anonymous admin."""
         return bool(self.ADMIN_TOKEN or self.READ_TOKEN or self.USERS)
+
+
+def _check_pattern(pattern: str) -> None:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(BAD_PATTERN.format(pattern=pattern, error=exc)) from None
+    if compiled.search("") is not None:
+        raise ValueError(EMPTY_MATCH.format(pattern=pattern))
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of "10.0.0.0/8, 192.168.1.7" (a bare address is a network of one)."""
+    found = []
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            found.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as exc:
+            raise ValueError(BAD_PROXY.format(entry=entry, error=exc)) from None
+    return tuple(found)

@@ -5,10 +5,24 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from app.redact import OFF, Redactor
 
 ZERO = timedelta(0)
 NOT_UTC = "event times must be timezone-aware UTC, got {moment!r}"
+OUT_OF_RANGE = "is out of range once in UTC (years 1 to 9999)"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` as aware UTC; one without an offset is taken to be UTC already. ValueError
+    when it falls outside the years 1-9999 once in UTC (0001-01-01T00:00+01:00 does)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(OUT_OF_RANGE) from None
 
 
 class EventName(enum.StrEnum):
@@ -67,6 +81,8 @@ class JobEvent:
     queue: str | None = None
     arguments: str | None = None
     arguments_truncated: bool = False
+    # Secrets were replaced in the arguments (SUPERVISOR_REDACT_KEYS / _PATTERNS).
+    arguments_redacted: bool = False
     process: str | None = None
     retry_count: int | None = None
     error_class: str | None = None
@@ -120,10 +136,12 @@ class RunTimes:
 
 @dataclass(frozen=True, slots=True)
 class EventLimits:
-    """Soft limits applied to accepted events: longer values are stored truncated."""
+    """Soft limits applied to accepted events: longer values are stored truncated, and
+    secrets are stored redacted."""
 
     max_arguments_bytes: int
     max_error_chars: int
+    redactor: Redactor = OFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +191,7 @@ class Job:
     queue: str | None
     arguments: str | None
     arguments_truncated: bool
+    arguments_redacted: bool
     enqueued_at: datetime | None
     scheduled_for: datetime | None
     started_at: datetime | None

@@ -61,6 +61,16 @@ class InvalidInput(AppError):
         self.fields = fields
 
 
+class TooManyRequests(AppError):
+    """Too many failed sign-ins from this address or for this account: wait `Retry-After`."""
+
+    status = 429
+    error = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
 class Unavailable(AppError):
     """A dependency is down or saturated; the client should retry after a while."""
 

@@ -16,12 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.access import LoginThrottle, session_key
+from app.access import session_key
 from app.api import control, docs, health, ingest, jobs, metrics, sidekiq
 from app.config import Settings
 from app.deps import Resources
@@ -32,10 +35,20 @@ from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics, SamplerMetrics
+from app.redact import Redactor, split_keys
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import Sampler, SamplerConfig
+from app.sidekiq.browse import UNREACHABLE as REDIS_UNREACHABLE
+from app.sidekiq.browse import SidekiqUnavailable
 from app.sidekiq.keys import Keys
-from app.store.db import create_engine, create_sessionmaker
+from app.signins import SignIns
+from app.store.db import UNREACHABLE as DB_UNREACHABLE
+from app.store.db import (
+    DatabaseUnavailable,
+    create_engine,
+    create_sessionmaker,
+    is_outage,
+)
 from app.web import routes as gui
 from app.web.render import error_page
 
@@ -91,6 +104,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
     registry = app.state.registry
+    redactor = Redactor(split_keys(settings.REDACT_KEYS), settings.REDACT_PATTERNS)
     job_metrics = JobMetrics(
         registry,
         max_workers=settings.MAX_WORKER_LABELS,
@@ -99,7 +113,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(registry), job_metrics)
     await writer.start()
-    sessions = create_sessionmaker(engine)
+    sessions = create_sessionmaker(
+        engine,
+        deadline_seconds=settings.DB_TIMEOUT_SECONDS,
+        retry_after_seconds=settings.RETRY_AFTER_SECONDS,
+    )
     keys = Keys(settings.REDIS_NAMESPACE)
     collector = SidekiqCollector(max_age_seconds=3 * settings.SAMPLE_INTERVAL_SECONDS)
     registry.register(collector)
@@ -115,7 +133,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             retention_chunk_rows=settings.RETENTION_CHUNK_ROWS,
             timeout_seconds=settings.REDIS_TIMEOUT_SECONDS + settings.DB_TIMEOUT_SECONDS,
         ),
-        reconciler=_reconciler(settings, redis, keys, sessions, job_metrics),
+        reconciler=_reconciler(settings, redis, keys, sessions, job_metrics, redactor),
     )
     if settings.SAMPLER_ENABLED:
         await sampler.start()
@@ -133,13 +151,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             sample_limit=settings.DURATION_SAMPLE_SIZE,
             search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
             process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
+            retry_after_seconds=settings.RETRY_AFTER_SECONDS,
         ),
-        event_limits=EventLimits(settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS),
+        event_limits=EventLimits(
+            settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS, redactor
+        ),
         collector=collector,
         keys=keys,
         job_metrics=job_metrics,
         session_key=session_key(settings),
-        login_throttle=LoginThrottle(),
+        signins=SignIns(redis, keys, timeout_seconds=settings.REDIS_TIMEOUT_SECONDS),
     )
     for endpoint in settings.open_endpoints():
         log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
@@ -164,6 +185,7 @@ def _reconciler(
     keys: Keys,
     sessions: async_sessionmaker[AsyncSession],
     metrics: JobMetrics,
+    redactor: Redactor,
 ) -> Reconciler | None:
     if not settings.RECONCILE_ENABLED:
         return None
@@ -178,6 +200,7 @@ def _reconciler(
         batch=settings.RECONCILE_BATCH,
         scan_count=settings.RECONCILE_SCAN_COUNT,
         max_error_chars=settings.MAX_ERROR_MESSAGE_CHARS,
+        redactor=redactor,
     )
     return Reconciler(redis=redis, keys=keys, sessions=sessions, metrics=metrics, config=config)
 
@@ -203,6 +226,7 @@ _TITLES = {
     403: "Not allowed",
     404: "Not found",
     422: "That input is not valid",
+    429: "Too many attempts",
     503: "Not available right now",
 }
 
@@ -247,6 +271,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})
         return response
 
+    async def redis_error(request: Request, exc: Exception) -> Response:
+        # A Redis failure no route translated itself: still a 503 naming Redis, never a 500.
+        retry_after = request.app.state.settings.RETRY_AFTER_SECONDS
+        detail = REDIS_UNREACHABLE.format(reason=str(exc).strip() or type(exc).__name__)
+        return await app_error(request, SidekiqUnavailable(detail, retry_after_seconds=retry_after))
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        # A database failure outside a bounded session (or a bug: then it stays a 500).
+        if not is_outage(exc):
+            raise exc
+        retry_after = request.app.state.settings.RETRY_AFTER_SECONDS
+        detail = DB_UNREACHABLE.format(reason=str(exc).strip().splitlines()[0][:200])
+        return await app_error(
+            request, DatabaseUnavailable(detail, retry_after_seconds=retry_after)
+        )
+
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RedisError, redis_error)
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(PoolTimeout, database_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)

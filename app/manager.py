@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import (
@@ -27,18 +28,28 @@ from app.domain import (
     Snapshot,
     TimelineEntry,
 )
-from app.sidekiq.control import Control, sidekiq_now, uses_milliseconds
+from app.errors import Unavailable
+from app.sidekiq.control import Control, sidekiq_time, uses_milliseconds
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store import jobs as ledger
-from app.store.ledger import write_batch
+from app.store.ledger import LedgerConflict, LedgerUnavailable, write_batch
 
 FilterArg = str | JobFilter | None
 # What "uncompleted" means for requeue: started and never finished, or found lost.
 REQUEUABLE = (JobStatus.STARTED, JobStatus.LOST)
+# An earlier call pushed it: its guard names the new jid, which this call records (again).
+REQUEUED_AS = "already requeued as {new_jid} (by another call or replica)"
+NOT_RECORDED = (
+    "{count} requeued job(s) are in Sidekiq but the ledger could not record them ({reason}); "
+    "try again: the retry records them and pushes none of them twice"
+)
+# The ledger could not take the batch now; retrying can help (a refused batch would fail again).
+UNRECORDED = (LedgerUnavailable, LedgerConflict, DBAPIError, OSError, TimeoutError, Unavailable)
 NO_REDIS = "this JobManager has no Redis connection; build it with redis= to requeue"
 SKIP_RUNNING = "running now on {process}"
 SKIP_TRUNCATED = "its stored arguments were truncated, so the job cannot be rebuilt"
+SKIP_REDACTED = "its stored arguments had secrets redacted, so the job cannot be rebuilt"
 SKIP_INCOMPLETE = "the ledger has no class, queue or arguments for it"
 SKIP_TWICE = "already requeued (by another call or replica)"
 
@@ -50,6 +61,8 @@ class Requeue:
     job: Job
     new_jid: str | None = None
     skipped: str | None = None
+    # When the new job was pushed: the time its ledger events carry.
+    pushed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,7 @@ class JobManager:
         sample_limit: int = 2_000,
         search_seconds: float | None = 1.5,
         process_stale: timedelta = timedelta(seconds=60),
+        retry_after_seconds: int = 5,
     ) -> None:
         self._sessions = sessions
         self._redis = redis
@@ -131,6 +145,7 @@ class JobManager:
         self.sample_limit = sample_limit
         self.search_seconds = search_seconds
         self.process_stale = process_stale
+        self.retry_after_seconds = retry_after_seconds
 
     async def queued_jobs(
         self, flt: FilterArg = None, *, limit: int | None = None, cursor: str | None = None
@@ -202,6 +217,11 @@ class JobManager:
         than `process_stale`), never one twice (a Redis guard per original jid); times in the
         units the fleet's Sidekiq writes. The ledger keeps the original row,
         marked `requeued` with `requeued_as` naming the new jid, which is recorded as queued.
+
+        The guard names the new jid, so a job an earlier call pushed is recorded again (the
+        ledger's merge makes that harmless) and reported as already requeued as that jid: a
+        call whose record failed (Unavailable, 503) is repaired by retrying it. A dry run
+        writes nothing, to Redis or the ledger.
         """
         if self._redis is None:
             raise RuntimeError(NO_REDIS)
@@ -234,48 +254,39 @@ class JobManager:
         return found[:limit]
 
     async def _push(self, item: Requeue, control: Control, snapshot: Snapshot) -> Requeue:
+        """Push the job as a new one, or learn from its guard which call did already."""
         if item.skipped is not None:
             return item
         job = item.job
-        new_jid = secrets.token_hex(12)
-        now = sidekiq_now(uses_milliseconds(snapshot))
-        payload = {
-            "class": job.job_class,
-            "args": orjson.loads(job.arguments or "[]"),
-            "queue": job.queue,
-            "retry": True,
-            "jid": new_jid,
-            "created_at": now,
-            "enqueued_at": now,
-            "requeued_from": job.jid,
-        }
-        pushed = await control.push_once(
-            f"requeued:{job.jid}", str(job.queue), orjson.dumps(payload)
+        new_jid, at = secrets.token_hex(12), datetime.now(UTC)
+        mark = _guard_mark(new_jid, at)
+        guard = await control.push_once(
+            f"requeued:{job.jid}", str(job.queue), _payload(job, new_jid, at, snapshot), mark=mark
         )
-        return Requeue(job, new_jid) if pushed else Requeue(job, skipped=SKIP_TWICE)
+        if guard == mark:
+            return Requeue(job, new_jid, pushed_at=at)
+        earlier = _read_guard_mark(guard)
+        if earlier is None:  # a guard from before guards named the new jid
+            return Requeue(job, skipped=SKIP_TWICE)
+        new_jid, at = earlier
+        return Requeue(job, new_jid, skipped=REQUEUED_AS.format(new_jid=new_jid), pushed_at=at)
 
     async def _record(self, items: list[Requeue]) -> None:
-        at = datetime.now(UTC)
-        events = []
-        for item in items:
-            if item.skipped is not None or item.new_jid is None:
-                continue
-            job = item.job
-            events.append(JobEvent(job.jid, EventName.REQUEUED, at, at, requeued_as=item.new_jid))
-            events.append(
-                JobEvent(
-                    item.new_jid,
-                    EventName.QUEUED,
-                    at,
-                    at,
-                    job_class=job.job_class,
-                    queue=job.queue,
-                    arguments=job.arguments,
-                )
-            )
-        if events:
+        """`requeued` on each original row and `queued` for its new jid, dated when it was
+        pushed (so the new job's own events win, whatever order they arrive in). Raises
+        Unavailable when the ledger cannot take them now: the jobs are in Sidekiq already,
+        and a retry records them without pushing them again."""
+        received = datetime.now(UTC)
+        events = [event for item in items for event in _requeue_events(item, received)]
+        if not events:
+            return
+        try:
             async with self._sessions() as session:
                 await write_batch(await session.connection(), events)
+        except UNRECORDED as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            detail = NOT_RECORDED.format(count=len(events) // 2, reason=reason)
+            raise Unavailable(detail, retry_after_seconds=self.retry_after_seconds) from exc
 
     async def job(self, jid: str) -> Job | None:
         async with self._sessions() as session:
@@ -340,6 +351,59 @@ def _plan(job: Job, running: dict[str, str]) -> Requeue:
         return Requeue(job, skipped=SKIP_RUNNING.format(process=running[job.jid]))
     if job.arguments_truncated:
         return Requeue(job, skipped=SKIP_TRUNCATED)
+    if job.arguments_redacted:
+        return Requeue(job, skipped=SKIP_REDACTED)
     if not (job.job_class and job.queue and job.arguments):
         return Requeue(job, skipped=SKIP_INCOMPLETE)
     return Requeue(job)
+
+
+def _payload(job: Job, new_jid: str, at: datetime, snapshot: Snapshot) -> bytes:
+    """The job as a new Sidekiq job, its times in the units the fleet writes."""
+    now = sidekiq_time(at, uses_milliseconds(snapshot))
+    payload = {
+        "class": job.job_class,
+        "args": orjson.loads(job.arguments or "[]"),
+        "queue": job.queue,
+        "retry": True,
+        "jid": new_jid,
+        "created_at": now,
+        "enqueued_at": now,
+        "requeued_from": job.jid,
+    }
+    return orjson.dumps(payload)
+
+
+def _guard_mark(new_jid: str, at: datetime) -> bytes:
+    """What a requeue guard holds: the new jid and when it was pushed."""
+    return orjson.dumps({"jid": new_jid, "pushed_at": at.isoformat()})
+
+
+def _read_guard_mark(mark: bytes) -> tuple[str, datetime] | None:
+    """The new jid and push time in a guard; None for a guard that names none (older ones)."""
+    try:
+        found = orjson.loads(mark)
+        jid, pushed_at = found["jid"], datetime.fromisoformat(found["pushed_at"])
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return None
+    return (jid, pushed_at) if isinstance(jid, str) and pushed_at.tzinfo else None
+
+
+def _requeue_events(item: Requeue, received: datetime) -> list[JobEvent]:
+    """`requeued` on the original row and `queued` for the new jid, for an item pushed by
+    this call or an earlier one; none for an item that was not pushed."""
+    if item.new_jid is None or item.pushed_at is None:
+        return []
+    job, at = item.job, item.pushed_at
+    return [
+        JobEvent(job.jid, EventName.REQUEUED, at, received, requeued_as=item.new_jid),
+        JobEvent(
+            item.new_jid,
+            EventName.QUEUED,
+            at,
+            received,
+            job_class=job.job_class,
+            queue=job.queue,
+            arguments=job.arguments,
+        ),
+    ]

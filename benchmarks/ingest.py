@@ -1,5 +1,7 @@
 """Ingest benchmark: wrk drives the job lifecycle (queued, started, complete; form-encoded as the
-seed sends it) at the service on a scratch MariaDB database, then, in the same run, at a bare
+seed sends it) at the service on a scratch MariaDB database, then, in the same run, at the
+service with redaction on (SUPERVISOR_REDACT_KEYS and _PATTERNS, on a scratch database of its
+own; the arguments hold no secret, so this is the parse-and-scan every job pays), and at a bare
 uvicorn ASGI handler that parses the same body and answers 201: the ceiling on this machine.
 
     make bench-ingest        # BENCH_SECONDS (15), BENCH_WARMUP_SECONDS (3), BENCH_CONNECTIONS (32),
@@ -48,6 +50,11 @@ TARGET_RATIO = 0.4
 TARGET_P99_MS = 25.0
 # "Flat": RSS at the end of the measured run is within 10% of RSS at its start.
 TARGET_RSS_GROWTH = 0.10
+# The redacting side: a few key globs and a card-number pattern, as README's example.
+REDACT_ENV = {
+    "SUPERVISOR_REDACT_KEYS": "password,passwd,*_token,*secret*,api_key",
+    "SUPERVISOR_REDACT_PATTERNS": json.dumps([r"\b\d{4}(?:[ -]?\d{4}){3}\b"]),
+}
 
 
 class RunFailed(Exception):
@@ -237,14 +244,24 @@ def writer_metrics(base: str) -> dict[str, float]:
     }
 
 
-def bench_service(db: Database, prefix: str) -> tuple[Side, dict[str, float]]:
+def bench_service(
+    db: Database, prefix: str, name: str = "service", **settings: str
+) -> tuple[Side, dict[str, float]]:
     port = free_port()
     base = f"http://{HOST}:{port}"
     command = [sys.executable, "-m", "app", "serve", "--host", HOST, "--port", str(port)]
-    env = db.env(SUPERVISOR_LOG_LEVEL="warning")
-    with running("service", command, env, lambda: _healthz(base)) as proc:
-        side = measure("service", base, proc.pid, prefix)
+    env = db.env(SUPERVISOR_LOG_LEVEL="warning", **settings)
+    with running(name, command, env, lambda: _healthz(base)) as proc:
+        side = measure(name, base, proc.pid, prefix)
         return side, writer_metrics(base)
+
+
+def bench_redacting(prefix: str) -> tuple[Side, dict[str, int]]:
+    """The service with redaction on, on a scratch database of its own (the same starting
+    point as the plain side: an empty ledger)."""
+    with scratch_database() as db:
+        side, _ = bench_service(db, prefix, "redacting", **REDACT_ENV)
+        return side, count_stored(db, prefix)
 
 
 def bench_bare(prefix: str) -> Side:
@@ -278,13 +295,13 @@ def _mark(ok: bool) -> str:
 
 
 def print_table(sides: list[Side]) -> None:
-    print(f"\n{'':8} {'req/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
+    print(f"\n{'':9} {'req/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'p99.9':>7} "
           f"{'max ms':>7} {'non-2xx':>7} {'RSS start/mid/end MiB':>23}")  # fmt: skip
     for side in sides:
         w, r = side.wrk, side.rss
         rss = f"{r['start_mib']:.1f}/{r['mid_mib']:.1f}/{r['end_mib']:.1f}"
         print(
-            f"{side.name:8} {w.requests_per_second:9.0f} {w.p50_ms:7.2f} {w.p90_ms:7.2f} "
+            f"{side.name:9} {w.requests_per_second:9.0f} {w.p50_ms:7.2f} {w.p90_ms:7.2f} "
             f"{w.p99_ms:7.2f} {w.p999_ms:7.2f} {w.max_ms:7.1f} {w.non_2xx:7d} {rss:>23}"
         )
 
@@ -320,26 +337,31 @@ def main() -> int:
     prefix = secrets.token_hex(4)
     print(f"ingest: {SECONDS}s per side after {WARMUP_SECONDS}s warm-up, wrk -t{THREADS} "
           f"-c{CONNECTIONS}, jid prefix {prefix}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    redact_prefix = secrets.token_hex(4)
     try:
         with scratch_database() as db:
             service, writer = bench_service(db, prefix)
             stored = count_stored(db, prefix)
+        redacting, redact_stored = bench_redacting(redact_prefix)
         bare = bench_bare(prefix)
     except (RunFailed, RuntimeError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     ratio = service.wrk.requests_per_second / bare.wrk.requests_per_second
-    print_table([service, bare])
+    redaction = redacting.wrk.requests_per_second / service.wrk.requests_per_second
+    print_table([service, redacting, bare])
     print(f"\nratio service/bare: {ratio:.2f}x   writer: {writer['mean_batch_events']:.1f} "
           f"events/batch, {writer['mean_batch_ms']:.2f} ms/batch")  # fmt: skip
+    print(f"ratio redacting/service: {redaction:.2f}x (redaction on vs off, same run)")
     acked = service.wrk.requests - service.wrk.non_2xx
     print(f"acked {acked} events; stored {stored['job_events']} job_events, {stored['jobs']} jobs")
     goals, sound = targets(service, ratio), checks(service, stored)
+    sound |= {f"redacting: {label}": ok for label, ok in checks(redacting, redact_stored).items()}
     for label, ok in goals.items():
         print(f"  {_mark(ok)}  {label}")
     for label, ok in sound.items():
         print(f"  {'ok  ' if ok else 'FAIL'}  {label}")
-    _write(service, bare, ratio, writer, stored, goals, sound)
+    _write(service, bare, ratio, writer, stored, goals, sound, redacting, redaction)
     return 0 if all(sound.values()) else 1
 
 
@@ -351,14 +373,19 @@ def _write(
     stored: dict[str, int],
     goals: dict[str, bool],
     sound: dict[str, bool],
+    redacting: Side,
+    redaction_ratio: float,
 ) -> None:
     result: dict[str, Any] = {
         "seconds": SECONDS,
         "connections": CONNECTIONS,
         "threads": THREADS,
         "service": asdict(service),
+        "redacting": asdict(redacting),
         "bare": asdict(bare),
         "ratio": ratio,
+        "redaction_ratio": redaction_ratio,
+        "redact_settings": REDACT_ENV,
         "writer": writer,
         "stored": stored,
         "targets": goals,

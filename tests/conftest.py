@@ -23,6 +23,7 @@ from app.cli.main import alembic_config
 from app.config import Settings
 from app.main import SupervisorApp, create_app
 from app.store.db import create_engine
+from tests.ingest.tcp_proxy import TcpProxy
 
 MYSQL_URL = os.environ.get("SUPERVISOR_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -124,3 +125,32 @@ async def client(app: SupervisorApp) -> AsyncIterator[AsyncClient]:
     transport = ASGITransport(app=app)
     async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
         yield http
+
+
+async def _proxy_to(url: str, default_port: int) -> AsyncIterator[TcpProxy]:
+    parsed = make_url(url)
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or default_port)
+    await proxy.start()
+    yield proxy
+    await proxy.aclose()
+
+
+@pytest.fixture
+async def mysql_proxy(mysql_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the test MariaDB that a test can cut, blackhole and restore."""
+    async for proxy in _proxy_to(mysql_url, 3306):
+        yield proxy
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[TcpProxy]:
+    """The same in front of the test Redis."""
+    async for proxy in _proxy_to(REDIS_URL, 6379):
+        yield proxy
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    """`url` (database or Redis) pointed at `proxy` instead."""
+    return (
+        make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, StrictBool, model_validator
 
 from app.api.schemas import ErrorOut, JobOut
 from app.deps import ManagerDep, ResourcesDep, require_admin
@@ -36,6 +36,18 @@ NO_KILL_FROM_DEAD = "dead entries are already dead: use retry or delete"
 KEYS_OR_ALL = "give `keys` (the entries' <score>-<jid> keys) or `all: true`, not both"
 BAD_KEY = "not a <score>-<jid> entry key: {key!r}"
 NO_PROCESS = "no live Sidekiq process {identity!r}"
+NOT_A_BOOLEAN = "must be a JSON boolean (true or false): a switch that acts takes nothing else"
+
+
+def _explicit_boolean(value: object) -> object:
+    """0, "no", "off" or null are no answer to "really act?": only true or false are."""
+    if not isinstance(value, bool):
+        raise ValueError(NOT_A_BOOLEAN)
+    return value
+
+
+# A switch that makes a call act (push jobs, empty a set): never coerced from anything else.
+Switch = Annotated[StrictBool, BeforeValidator(_explicit_boolean)]
 
 
 class RequeueIn(BaseModel):
@@ -44,7 +56,7 @@ class RequeueIn(BaseModel):
     arguments: str | None = None
     queue: str | None = None
     job_class: str | None = None
-    dry_run: bool = True
+    dry_run: Switch = True
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
@@ -64,7 +76,7 @@ class RequeueOut(BaseModel):
 class SetActionIn(BaseModel):
     action: Action
     keys: list[str] = Field(default_factory=list, max_length=1_000)
-    all: bool = False
+    all: Switch = False
     limit: int = Field(default=1_000, ge=1, le=100_000, description="Most entries for `all`.")
 
     @model_validator(mode="after")

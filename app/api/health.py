@@ -79,4 +79,7 @@ async def readyz(found: ResourcesDep) -> JSONResponse:
         "status": "ready" if ready else "unavailable",
         "checks": {c.name: {"ok": c.ok, "detail": c.detail, "ms": c.milliseconds} for c in checks},
     }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse(body)
+    retry_after = str(found.settings.RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import enum
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import (
+    BAD_JOB_ID,
     AcceptedOut,
     BatchAcceptedOut,
     ErrorOut,
@@ -25,6 +27,7 @@ from app.api.schemas import (
 )
 from app.api.wire import (
     FORM,
+    INCOMPLETE,
     JSON,
     TOO_LARGE,
     decode_array,
@@ -36,13 +39,13 @@ from app.api.wire import (
 )
 from app.deps import Resources, check_bearer, resources
 from app.domain import EventName, JobEvent
-from app.errors import AppError, InvalidInput, PayloadTooLarge
+from app.errors import AppError, BadRequest, InvalidInput, PayloadTooLarge
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 PREFIX = "/api/v1/jobs/"
 TOO_MANY_EVENTS = "at most {limit} events per request"
-BAD_JOB_ID = "must be 1-255 characters without control characters"
+PATH_NOT_UTF8 = "the job id in the path is not valid UTF-8 once percent-decoded"
 NOT_OBJECT = "must be an object"
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -88,40 +91,73 @@ async def accept(
     check_bearer(authorization, found.settings.INGEST_TOKEN, "SUPERVISOR_INGEST_TOKEN")
     kind_name = content_type.split(";", 1)[0].strip().lower()
     if kind is Kind.BATCH:
-        events = _batch(found, decode_array(body, kind_name))
+        events, ignored = _batch(found, decode_array(body, kind_name))
         if events:
             await found.writer.submit(events)
-        return orjson.dumps({"accepted": len(events)})
+        return _accepted({"accepted": len(events)}, ignored)
     fields = decode_fields(body, kind_name)
-    event = _single(found, kind, job_id, fields)
+    event, ignored = _single(found, kind, job_id, fields)
     await found.writer.submit((event,))
-    return orjson.dumps({"job_id": event.jid, "event": event.event.value})
+    return _accepted({"job_id": event.jid, "event": event.event.value}, ignored)
 
 
-def _single(found: Resources, kind: Kind, job_id: str | None, fields: dict[str, Any]) -> JobEvent:
+def _accepted(body: dict[str, Any], ignored: dict[str, str]) -> bytes:
+    return orjson.dumps({**body, "ignored": ignored} if ignored else body)
+
+
+def _single(
+    found: Resources, kind: Kind, job_id: str | None, fields: dict[str, Any]
+) -> tuple[JobEvent, dict[str, str]]:
     name = EventName(kind.value)
+    data: LifecycleIn
     if job_id is None:
-        queued: QueuedIn = validate(QueuedIn, fields)
+        queued, ignored = validate(QueuedIn, fields)
         job_id, data = queued.job_id, queued
     else:
-        if len(job_id) > 255 or not job_id.isprintable():
-            raise InvalidInput({"job_id": BAD_JOB_ID})
-        data = validate(LifecycleIn, fields)
-    return to_event(data, jid=job_id, name=name, received_at=now(), limits=found.event_limits)
+        _check_path_job_id(job_id)
+        data, ignored = validate(LifecycleIn, fields)
+    event = to_event(data, jid=job_id, name=name, received_at=now(), limits=found.event_limits)
+    return event, ignored
 
 
-def _batch(found: Resources, items: list[Any]) -> list[JobEvent]:
-    """Every element validated first: one bad element rejects the request, nothing stored."""
+def strict_path(scope: Scope) -> None:
+    """BadRequest when the raw path is not UTF-8 once percent-decoded. The server decodes it
+    with replacement characters, so `x%FF` and `x%FE` would both name the job `x\ufffd`."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        return
+    try:
+        unquote_to_bytes(raw.partition(b"?")[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(PATH_NOT_UTF8) from None
+
+
+def _check_path_job_id(job_id: str) -> None:
+    if len(job_id) > 255 or not job_id.isprintable() or job_id.endswith(" "):
+        raise InvalidInput({"job_id": BAD_JOB_ID})
+
+
+def _batch(found: Resources, items: list[Any]) -> tuple[list[JobEvent], dict[str, str]]:
+    """Every element validated first: one unusable element rejects the request, nothing
+    stored (an invalid optional field only costs that field, see `validate`)."""
     if len(items) > found.settings.MAX_BATCH_EVENTS:
         raise InvalidInput(
             {"events": TOO_MANY_EVENTS.format(limit=found.settings.MAX_BATCH_EVENTS)}
         )
     received_at = now()
     events: list[JobEvent] = []
+    ignored: dict[str, str] = {}
+    unusable: dict[str, str] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise InvalidInput({f"[{index}]": NOT_OBJECT})
-        data: EventIn = validate(EventIn, item, prefix=f"[{index}].")
+            unusable[f"[{index}]"] = NOT_OBJECT
+            continue
+        try:
+            data, dropped = validate(EventIn, item, prefix=f"[{index}].")
+        except InvalidInput as exc:
+            unusable.update(exc.fields)  # every unusable element named in one answer
+            continue
+        ignored.update(dropped)
         events.append(
             to_event(
                 data,
@@ -131,7 +167,9 @@ def _batch(found: Resources, items: list[Any]) -> list[JobEvent]:
                 limits=found.event_limits,
             )
         )
-    return events
+    if unusable:
+        raise InvalidInput(unusable)
+    return events, ignored
 
 
 def error_body(exc: AppError) -> bytes:
@@ -150,6 +188,7 @@ async def serve_fast(
     headers = _headers(scope)
     status, extra = 201, []
     try:
+        strict_path(scope)
         body = await _receive_body(receive, headers, found.settings.MAX_BODY_BYTES)
         payload = await accept(
             found,
@@ -159,6 +198,8 @@ async def serve_fast(
             authorization=headers.get(b"authorization", b"").decode("latin-1"),
             body=body,
         )
+    except ClientGone:
+        return
     except AppError as exc:
         status, payload = exc.status, error_body(exc)
         extra = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
@@ -177,6 +218,10 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {name: value for name, value in scope["headers"] if name in wanted}
 
 
+class ClientGone(Exception):
+    """The client disconnected before its whole body arrived: nothing is stored or answered."""
+
+
 async def _receive_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
     declared = headers.get(b"content-length", b"")
     if declared.isdigit() and int(declared) > limit:
@@ -186,11 +231,15 @@ async def _receive_body(receive: Receive, headers: dict[bytes, bytes], limit: in
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            # Not the end of the body: a truncated body can still parse (a form cut short
+            # reads as a shorter value), so it is never stored.
+            raise ClientGone
         body += message.get("body", b"")
         if len(body) > limit:
             raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
         more = message.get("more_body", False)
+    if declared.isdigit() and len(body) != int(declared):
+        raise BadRequest(INCOMPLETE.format(got=len(body), declared=int(declared)))
     return body
 
 
@@ -242,6 +291,7 @@ def _body_doc(model: type[LifecycleIn], *, batch: bool = False) -> dict[str, Any
 
 async def _via_request(request: Request, kind: Kind, job_id: str | None) -> Response:
     found = resources(request)
+    strict_path(request.scope)
     body = await read_body(request, found.settings.MAX_BODY_BYTES)
     payload = await accept(
         found,

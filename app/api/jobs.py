@@ -17,8 +17,8 @@ from app.api.schemas import (
     TimelineEntryOut,
 )
 from app.deps import LimitDep, ManagerDep, require_reader
-from app.domain import JobFilter, JobStatus
-from app.errors import NotFound
+from app.domain import JobFilter, JobStatus, as_utc
+from app.errors import InvalidInput, NotFound
 
 router = APIRouter(
     prefix="/api/v1",
@@ -49,9 +49,17 @@ class FilterParams:
             statuses=tuple(status or ()),
             queue=queue,
             job_class=job_class,
-            since=since,
-            until=until,
+            since=_utc("since", since),
+            until=_utc("until", until),
         )
+
+
+def _utc(name: str, moment: datetime | None) -> datetime | None:
+    """A query time as UTC; 422 naming `name` when it is out of range."""
+    try:
+        return None if moment is None else as_utc(moment)
+    except ValueError as exc:
+        raise InvalidInput({name: str(exc)}) from None
 
 
 FilterDep = Annotated[FilterParams, Depends()]
@@ -97,7 +105,7 @@ async def job_durations(
 )
 async def job_detail(manager: ManagerDep, job_id: str) -> JobDetailOut:
     job = await manager.job(job_id)
-    if job is None:
+    if job is None or job.jid != job_id:  # MySQL's PAD SPACE matches "a " to "a"
         raise NotFound(NO_SUCH_JOB.format(jid=job_id))
     timeline = [TimelineEntryOut.of(entry) for entry in await manager.timeline(job_id)]
     return JobDetailOut(**JobOut.of(job).model_dump(), timeline=timeline)

@@ -76,9 +76,13 @@ def _in_range(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+# No control characters, and no trailing space: MySQL's PAD SPACE collations compare "a" and
+# "a " as equal, so such a jid would share another job's row.
+JOB_ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f ]$"
+BAD_JOB_ID = "must be 1-255 characters without control characters and not end with a space"
 JobId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(min_length=1, max_length=255, pattern=JOB_ID_PATTERN),
     Field(description="Sidekiq's jid (24 hex characters), at most 255 characters."),
 ]
 Name = Annotated[
@@ -95,7 +99,15 @@ EventTime = Annotated[
     BeforeValidator(_event_time),
     Field(description="When it happened: epoch seconds, epoch ms or ISO 8601 (default: now)."),
 ]
-Count = Annotated[int | None, BeforeValidator(_blank_is_none), Field(ge=0, le=1_000_000)]
+# Sidekiq's own "Retry now" lowers retry_count by one, so a run retried after its first failure
+# carries -1.
+RetryCount = Annotated[
+    Annotated[int, Field(ge=-1, le=1_000_000)] | None,
+    BeforeValidator(_blank_is_none),
+    Field(
+        description="Sidekiq's retry_count for this run: absent on the first, -1 after Retry now."
+    ),
+]
 
 
 class LifecycleIn(BaseModel):
@@ -112,7 +124,7 @@ class LifecycleIn(BaseModel):
         validation_alias=AliasChoices("process", "hostname"),
         description="The Sidekiq process identity or host name.",
     )
-    retry_count: Count = None
+    retry_count: RetryCount = None
     error_class: Name = None
     error_message: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
     scheduled_at: EventTime = None
@@ -152,13 +164,23 @@ class DomainOut(BaseModel):
         return cls.model_validate(value)
 
 
+IGNORED = (
+    "Optional fields that were invalid and left out, each with its problem; the event itself "
+    "was stored. Absent when there were none."
+)
+
+
 class AcceptedOut(BaseModel):
     job_id: str
     event: EventName
+    ignored: dict[str, str] = Field(default_factory=dict, description=IGNORED)
 
 
 class BatchAcceptedOut(BaseModel):
     accepted: int
+    ignored: dict[str, str] = Field(
+        default_factory=dict, description=IGNORED + " Keys start with the element's [index]."
+    )
 
 
 class JobOut(DomainOut):
@@ -170,6 +192,7 @@ class JobOut(DomainOut):
     queue: str | None
     arguments: str | None
     arguments_truncated: bool
+    arguments_redacted: bool
     enqueued_at: datetime | None
     scheduled_for: datetime | None
     started_at: datetime | None

@@ -2,11 +2,13 @@
 
 Stats, queues, processes and busy jobs come from the sampler's snapshot while it is younger than
 one sample interval, else from a fresh read. Sets and queues are read one bounded page at a time.
+Every job payload is answered with its secrets redacted (SUPERVISOR_REDACT_*).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -32,6 +34,7 @@ from app.api.sidekiq_schemas import (
     TotalsPointOut,
 )
 from app.deps import LimitDep, ResourcesDep, SnapshotDep, require_reader
+from app.domain import OUT_OF_RANGE, as_utc
 from app.errors import InvalidInput, Unavailable
 from app.sidekiq.browse import (
     DEAD,
@@ -41,6 +44,8 @@ from app.sidekiq.browse import (
     parse_job,
     read_queue_page,
     read_set_page,
+    redact,
+    redact_entries,
     search_set,
     translate_redis_errors,
 )
@@ -112,10 +117,12 @@ async def list_processes(current: SnapshotDep) -> ProcessesOut:
 
 
 @router.get("/busy", summary="Jobs running now, oldest start first", responses=REDIS_DOWN)
-async def list_busy(current: SnapshotDep) -> BusyOut:
+async def list_busy(found: ResourcesDep, current: SnapshotDep) -> BusyOut:
     snap = current.snapshot
     items = [
-        BusyJobOut.of(job, parse_job(job.payload.encode()), taken_at=snap.taken_at)
+        BusyJobOut.of(
+            job, redact(parse_job(job.payload.encode()), found.redactor), taken_at=snap.taken_at
+        )
         for job in snap.busy_jobs
     ]
     return BusyOut(taken_at=snap.taken_at, from_sampler=current.from_sampler, items=items)
@@ -150,6 +157,7 @@ async def _set_page(
                 offset=page.offset,
                 limit=page.limit,
                 newest_first=newest_first,
+                redactor=found.redactor,
             )
         else:
             result = await read_set_page(
@@ -165,7 +173,7 @@ async def _set_page(
         next_offset=_next_offset(page.offset, len(result.entries), result.total),
         substr=substr,
         scan_complete=result.scan_complete,
-        items=[SetEntryOut.of(entry) for entry in result.entries],
+        items=[SetEntryOut.of(entry) for entry in redact_entries(result.entries, found.redactor)],
     )
 
 
@@ -188,7 +196,10 @@ async def list_queue_jobs(
         limit=page.limit,
         total=result.total,
         next_offset=_next_offset(page.offset, len(result.entries), result.total),
-        items=[QueueEntryOut.of(entry) for entry in result.entries],
+        items=[
+            QueueEntryOut.of(replace(entry, job=redact(entry.job, found.redactor)))
+            for entry in result.entries
+        ],
     )
 
 
@@ -209,10 +220,7 @@ async def read_history(
     queue: Annotated[str | None, Query(max_length=255, description="One queue's points.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = MAX_HISTORY_POINTS,
 ) -> HistoryOut:
-    end = _utc(until) if until else datetime.now(UTC)
-    start = _utc(since) if since else end - HISTORY_WINDOW
-    if start >= end:
-        raise InvalidInput({"since": EMPTY_RANGE})
+    start, end = _window(since, until)
     try:
         totals, points = await _read_samples(found, start, end, queue=queue, limit=limit)
     except (DBAPIError, OSError) as exc:
@@ -246,6 +254,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _utc(moment: datetime) -> datetime:
-    """A query time as UTC; one without an offset is taken to be UTC already."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """The history's [since, until) in UTC: by default the day before now; 422 when a time is
+    out of range or the window is empty."""
+    try:
+        end = as_utc(until) if until else datetime.now(UTC)
+    except ValueError as exc:
+        raise InvalidInput({"until": str(exc)}) from None
+    try:
+        start = as_utc(since) if since else end - HISTORY_WINDOW
+    except (ValueError, OverflowError):
+        raise InvalidInput({"since" if since else "until": OUT_OF_RANGE}) from None
+    if start >= end:
+        raise InvalidInput({"since": EMPTY_RANGE})
+    return start, end

@@ -119,7 +119,8 @@ class BusyJobOut(BaseModel):
             run_at=job.run_at,
             elapsed_seconds=(taken_at - job.run_at).total_seconds(),
             args=record.args,
-            payload=job.payload,
+            # The record's bytes: the payload itself, or with its secrets redacted.
+            payload=record.raw.decode("utf-8", errors="replace"),
         )
 
 
@@ -143,11 +144,17 @@ class JobRecordOut(BaseModel):
     retry_count: int | None
     error_class: str | None
     error_message: str | None
-    raw: str = Field(description="The exact stored JSON (what a ZREM or LREM needs).")
+    raw: str = Field(
+        description="The exact stored JSON (what a ZREM or LREM needs), unless `redacted`."
+    )
     raw_base64: str | None = Field(
         description="The stored bytes in base64, only when they are not valid UTF-8."
     )
     problem: str | None = Field(description="Why the raw text could not be read as a job.")
+    redacted: bool = Field(
+        description="Secrets were replaced (SUPERVISOR_REDACT_KEYS / _PATTERNS): `raw` is then "
+        "the redacted JSON, not the stored bytes."
+    )
 
     @staticmethod
     def fields_of(record: JobRecord) -> dict[str, Any]:

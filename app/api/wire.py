@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from app.api.schemas import LifecycleIn
+from app.api.schemas import BAD_JOB_ID, LifecycleIn
 from app.domain import EventLimits, EventName, JobEvent
 from app.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -30,6 +30,11 @@ WRONG_TYPE = "Content-Type must be {expected}; got {got!r}"
 NOT_OBJECT = "the JSON body must be an object"
 NOT_ARRAY = "the JSON body must be an array of events"
 TOO_MANY_FIELDS = f"the form has more than {MAX_FORM_FIELDS} fields"
+INCOMPLETE = "the body ended after {got} of its {declared} bytes: the client went away"
+# What makes an event usable: without these (valid) it cannot be placed in the job's history.
+ESSENTIAL = frozenset({"job_id", "jid", "event", "at", "event_time"})
+
+LifecycleModel = TypeVar("LifecycleModel", bound=LifecycleIn)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -44,6 +49,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
         chunks.append(chunk)
+    if declared is not None and declared.isdigit() and size != int(declared):
+        raise BadRequest(INCOMPLETE.format(got=size, declared=int(declared)))
     return b"".join(chunks)
 
 
@@ -94,12 +101,38 @@ def _decode_form(body: bytes) -> dict[str, str]:
     return fields
 
 
-def validate(model: type[BaseModel], fields: Mapping[str, Any], *, prefix: str = "") -> Any:
-    """`model` validated from `fields`; InvalidInput naming each bad field otherwise."""
+def validate(
+    model: type[LifecycleModel], fields: Mapping[str, Any], *, prefix: str = ""
+) -> tuple[LifecycleModel, dict[str, str]]:
+    """The event in `fields`, and the optional fields left out because they were invalid.
+
+    A bad optional field costs that field, not the event: a run the middleware reported is kept.
+    InvalidInput (naming every problem) only when the event itself is unusable: its job id, its
+    name or its time (which orders it against the job's other events) is missing or invalid.
+    """
     try:
-        return model.model_validate(fields)
+        return model.model_validate(fields), {}
+    except ValidationError as exc:
+        problems = _problems(exc, prefix)
+        bad = {str(error["loc"][0]) if error["loc"] else "" for error in exc.errors()}
+    if bad & ESSENTIAL or "" in bad:
+        raise InvalidInput(problems)
+    kept = {name: value for name, value in fields.items() if name not in _aliases(model, bad)}
+    try:
+        return model.model_validate(kept), problems
     except ValidationError as exc:
         raise InvalidInput(_problems(exc, prefix)) from None
+
+
+def _aliases(model: type[BaseModel], names: set[str]) -> set[str]:
+    """Every input name of the fields in `names` (a field may arrive under another alias)."""
+    found = set(names)
+    for name, info in model.model_fields.items():
+        choices = getattr(info.validation_alias, "choices", None) or []
+        given = {name, *(choice for choice in choices if isinstance(choice, str))}
+        if given & names:
+            found |= given
+    return found
 
 
 def _problems(exc: ValidationError, prefix: str) -> dict[str, str]:
@@ -109,6 +142,8 @@ def _problems(exc: ValidationError, prefix: str) -> dict[str, str]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is required"
+        elif error["type"] == "string_pattern_mismatch" and field in ("job_id", "jid"):
+            message = BAD_JOB_ID
         problems[f"{prefix}{field}"] = message
     return problems
 
@@ -116,9 +151,11 @@ def _problems(exc: ValidationError, prefix: str) -> dict[str, str]:
 def to_event(
     data: LifecycleIn, *, jid: str, name: EventName, received_at: datetime, limits: EventLimits
 ) -> JobEvent:
-    """The JobEvent for validated input; arguments past the soft limit are kept truncated."""
-    arguments, truncated = _truncate(data.arguments, limits.max_arguments_bytes)
-    message = data.error_message
+    """The JobEvent for validated input; arguments past the soft limit are kept truncated, and
+    secrets redacted (before truncation, so a cut never hides a key from its rule)."""
+    redacted, was_redacted = limits.redactor.arguments(data.arguments)
+    arguments, truncated = _truncate(redacted, limits.max_arguments_bytes)
+    message = limits.redactor.text(data.error_message)
     if message is not None and len(message) > limits.max_error_chars:
         message = message[: limits.max_error_chars]
     return JobEvent(
@@ -130,6 +167,7 @@ def to_event(
         queue=data.queue,
         arguments=arguments,
         arguments_truncated=truncated,
+        arguments_redacted=was_redacted,
         process=data.process,
         retry_count=data.retry_count,
         error_class=data.error_class,

@@ -47,12 +47,13 @@ async def open_manager(settings: Settings) -> AsyncIterator[JobManager]:
     redis = Redis.from_url(settings.REDIS_URL, client_name="sidekiq-supervisor-cli")
     try:
         yield JobManager(
-            create_sessionmaker(engine),
+            create_sessionmaker(engine, deadline_seconds=settings.DB_TIMEOUT_SECONDS),
             redis=redis,
             keys=Keys(settings.REDIS_NAMESPACE),
             sample_limit=settings.DURATION_SAMPLE_SIZE,
             search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
             process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
+            retry_after_seconds=settings.RETRY_AFTER_SECONDS,
         )
     finally:
         await redis.aclose()

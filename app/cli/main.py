@@ -38,6 +38,7 @@ def serve(
     """Run the HTTP service (one process; scale with replicas, not workers)."""
     import uvicorn
 
+    from app.cli.protocol import deadline_protocol
     from app.main import create_app
 
     settings = Settings()
@@ -56,7 +57,11 @@ def serve(
         log_level=settings.LOG_LEVEL,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=deadline_protocol(settings.HEADER_TIMEOUT_SECONDS, settings.BODY_TIMEOUT_SECONDS),
+        # X-Forwarded-For and -Proto only from SUPERVISOR_TRUSTED_PROXIES (the same list the
+        # app applies itself); none by default, not even uvicorn's usual 127.0.0.1.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.TRUSTED_PROXIES or None,
         timeout_graceful_shutdown=int(settings.INGEST_TIMEOUT_SECONDS) + 1,
     )
 

@@ -11,8 +11,14 @@ every set has been passed over, the round writes what it learnt as events throug
 order-independent merge: `failed` (and `dead`) with Sidekiq's error, `scheduled`, or `lost`.
 Any later news of a job (it started again, completed, was requeued) still wins over them.
 
-Each tick also refreshes the stuck gauge (started longer ago than the class's threshold) and
-the lost gauge (jobs now `lost`).
+A job is called lost only once it has been missing (a candidate, running on no live process)
+in every snapshot for the grace period since the first one that missed it: Sidekiq's heartbeat
+stops listing a finished job before the middleware's background sender posts its `complete`
+(a second or more later, longer while it retries), and a verdict must not race that report.
+Until then it waits, and the next round of its kind takes it again before any new candidate.
+
+Each tick also recounts the stuck gauge (started longer ago than the class's threshold) and
+the lost gauge (jobs now `lost`), so they agree with the ledger's lists as of the last tick.
 """
 
 from __future__ import annotations
@@ -25,15 +31,18 @@ from datetime import datetime, timedelta
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.domain import EventName, JobEvent, JobStatus, Snapshot
+from app.domain import EventName, JobEvent, JobStatus, Snapshot, StuckRule
 from app.metrics.jobs import JobMetrics
+from app.redact import OFF, Redactor
 from app.sidekiq.browse import SortedEntry, scan_step
 from app.sidekiq.control import SortedSet
 from app.sidekiq.keys import Keys
 from app.store.ledger import MICROSECOND, write_batch
 from app.store.overdue import (
+    LabelCounts,
     OpenRun,
     RunCursor,
+    any_stuck,
     current_runs,
     lost_counts,
     queued_runs,
@@ -43,9 +52,6 @@ from app.store.overdue import (
 
 log = logging.getLogger(__name__)
 
-# The stuck and lost counts read every started (and lost) entry of an index: fresh enough for
-# thresholds of minutes to hours, refreshed at once when a round wrote verdicts.
-GAUGE_REFRESH = timedelta(seconds=60)
 # Where each kind of candidate can be when it is not running, in the order they are scanned.
 SETS_FOR = {
     JobStatus.STARTED: (SortedSet.RETRY, SortedSet.DEAD),
@@ -62,6 +68,8 @@ class ReconcileConfig:
     batch: int
     scan_count: int
     max_error_chars: int
+    # Sidekiq's error messages hold what the job's code put there: redacted before storing.
+    redactor: Redactor = OFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +91,28 @@ class Verdicts:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Missing:
+    """A candidate missing for less than the grace: the row as read, and the time of the
+    first snapshot that missed it."""
+
+    run: OpenRun
+    since: datetime
+
+
 @dataclass(slots=True)
 class _Round:
     runs: dict[str, OpenRun]
     # Sets still to pass over, with the ZSCAN cursor to continue from.
     cursors: dict[SortedSet, int]
+    # When each candidate was first seen missing (in no live process's busy-work hash).
+    missing_since: dict[str, datetime]
     found: dict[str, tuple[SortedSet, SortedEntry]] = field(default_factory=dict)
+
+    def forget(self, running: set[str]) -> None:
+        """Drop candidates running again: missing resumes, if ever, from a later snapshot."""
+        for jid in running.intersection(self.runs):
+            del self.runs[jid], self.missing_since[jid]
 
 
 def queue_cutoffs(snapshot: Snapshot, grace: timedelta) -> dict[str, datetime]:
@@ -125,13 +149,15 @@ class Reconciler:
         self._config = config
         self._rounds: dict[JobStatus, _Round] = {}
         self._after: RunCursor | None = None
-        self._gauges_at: datetime | None = None
+        # Per kind, the candidates of its last closed round still missing for less than the
+        # grace: at most `batch`, since the next round takes them before any new candidate.
+        self._waiting: dict[JobStatus, dict[str, _Missing]] = {}
 
     def stand_down(self) -> None:
         """Another replica leads now: forget the rounds and stop exporting the gauges."""
         self._rounds.clear()
         self._after = None
-        self._gauges_at = None
+        self._waiting.clear()
         self._metrics.clear_reconcile_gauges()
 
     async def tick(self, snapshot: Snapshot) -> Verdicts | None:
@@ -143,40 +169,60 @@ class Reconciler:
             round_ = self._rounds.pop(kind, None) or await self._open(kind, snapshot, running)
             if round_ is None:
                 continue
+            round_.forget(running)
             await self._scan(round_)
             if round_.cursors:
                 self._rounds[kind] = round_
             else:
-                closed.append(await self._close(round_, running, snapshot.taken_at))
-        await self._refresh_gauges(snapshot.taken_at, force=bool(closed))
+                closed.append(await self._close(kind, round_, running, snapshot.taken_at))
+        await self._refresh_gauges(snapshot.taken_at)
         return Verdicts.merged(closed) if closed else None
 
     async def _open(self, kind: JobStatus, snapshot: Snapshot, running: set[str]) -> _Round | None:
-        async with self._sessions() as session:
-            if kind is JobStatus.STARTED:
-                runs = await self._started_candidates(session, snapshot, running)
-            else:
-                runs = await queued_runs(
-                    session,
-                    cutoffs=queue_cutoffs(snapshot, self._config.lost_grace),
-                    elsewhere_before=snapshot.taken_at - self._config.lost_grace,
-                    limit=self._config.batch,
-                )
-        candidates = {run.jid: run for run in runs if run.jid not in running}
-        if not candidates:
+        """A round of the candidates still waiting (first) and of new ones, `batch` at most."""
+        waiting = {j: m for j, m in self._waiting.pop(kind, {}).items() if j not in running}
+        runs = {jid: missing.run for jid, missing in waiting.items()}
+        since = {jid: missing.since for jid, missing in waiting.items()}
+        room = self._config.batch - len(waiting)
+        if room > 0:
+            async with self._sessions() as session:
+                found = await self._candidates(session, kind, snapshot, running | set(runs), room)
+            for run in found:
+                if run.jid not in running and run.jid not in runs:
+                    runs[run.jid] = run
+                    since[run.jid] = snapshot.taken_at
+        if not runs:
             return None
-        return _Round(runs=candidates, cursors=dict.fromkeys(SETS_FOR[kind], 0))
+        return _Round(runs=runs, cursors=dict.fromkeys(SETS_FOR[kind], 0), missing_since=since)
+
+    async def _candidates(
+        self,
+        session: AsyncSession,
+        kind: JobStatus,
+        snapshot: Snapshot,
+        skip: set[str],
+        limit: int,
+    ) -> list[OpenRun]:
+        if kind is JobStatus.STARTED:
+            return await self._started_candidates(session, snapshot, skip, limit)
+        return await queued_runs(
+            session,
+            cutoffs=queue_cutoffs(snapshot, self._config.lost_grace),
+            elsewhere_before=snapshot.taken_at - self._config.lost_grace,
+            limit=limit,
+        )
 
     async def _started_candidates(
-        self, session: AsyncSession, snapshot: Snapshot, running: set[str]
+        self, session: AsyncSession, snapshot: Snapshot, skip: set[str], limit: int
     ) -> list[OpenRun]:
-        """The next page of the paced pass over started runs, minus those running now."""
+        """The next page of the paced pass over started runs, minus those in `skip` (running
+        now, or already candidates)."""
         page = await started_runs(
             session,
             before=snapshot.taken_at - self._config.lost_grace,
             after=self._after,
-            limit=self._config.batch,
-            skip=running,
+            limit=limit,
+            skip=skip,
         )
         # A full page means more may follow: continue after it next round, else start over.
         self._after = page.last if page.full else None
@@ -198,17 +244,24 @@ class Reconciler:
             else:
                 round_.cursors[name] = cursor
 
-    async def _close(self, round_: _Round, running: set[str], now: datetime) -> Verdicts:
+    async def _close(
+        self, kind: JobStatus, round_: _Round, running: set[str], now: datetime
+    ) -> Verdicts:
         runs = round_.runs
         async with self._sessions() as session:
             current = await current_runs(session, runs)
         verdicts = Verdicts()
         events: list[JobEvent] = []
+        waiting: dict[str, _Missing] = {}
         for jid, run in runs.items():
             if jid in running or current.get(jid) != run:
                 continue  # news came while the round went on: it ran, finished or moved on
             where = round_.found.get(jid)
             if where is None:
+                since = round_.missing_since[jid]
+                if now - since < self._config.lost_grace:
+                    waiting[jid] = _Missing(run, since)  # its own report may be on its way
+                    continue
                 verdicts.lost.append(jid)
                 events.append(_lost(run, now))
                 continue
@@ -218,49 +271,56 @@ class Reconciler:
                 events.append(_scheduled(run, entry, now))
                 continue
             failure = _failure(run, entry, now, dead=name is SortedSet.DEAD)
-            events.extend(_bounded(event, self._config.max_error_chars) for event in failure)
+            events.extend(_bounded(event, self._config) for event in failure)
             (verdicts.dead if name is SortedSet.DEAD else verdicts.failed).append(jid)
+        self._waiting[kind] = waiting
         if events:
-            async with self._sessions() as session:
-                await write_batch(await session.connection(), events)
-            # Labelled for the metrics only: in the ledger, an event that names a class must
-            # carry the arguments too, and these come without them.
-            labelled = [_labelled(e, runs[e.jid]) for e in events]
-            self._metrics.observe(labelled, {})
-            for jid in verdicts.lost:
-                self._metrics.lost_detected(runs[jid].queue, runs[jid].job_class)
-            log.info(
-                "reconciled %d jobs: %d failed, %d dead, %d scheduled, %d lost",
-                len(events),
-                len(verdicts.failed),
-                len(verdicts.dead),
-                len(verdicts.scheduled),
-                len(verdicts.lost),
-            )
+            await self._write(events, verdicts, runs)
         return verdicts
 
-    async def _refresh_gauges(self, now: datetime, *, force: bool) -> None:
-        """Count stuck and lost jobs: at most every GAUGE_REFRESH (the counts read every started
-        and lost entry of an index), and at once after verdicts were written."""
-        if not force and self._gauges_at is not None and now - self._gauges_at < GAUGE_REFRESH:
-            return
+    async def _write(
+        self, events: list[JobEvent], verdicts: Verdicts, runs: Mapping[str, OpenRun]
+    ) -> None:
+        """Write a round's verdicts to the ledger, then count them in the job metrics."""
         async with self._sessions() as session:
-            stuck = await stuck_counts(
-                session,
-                now=now,
-                after=self._config.stuck_after,
-                after_by_class=self._config.stuck_after_by_class,
-            )
+            await write_batch(await session.connection(), events)
+        # Labelled for the metrics only: in the ledger, an event that names a class must
+        # carry the arguments too, and these come without them.
+        labelled = [_labelled(e, runs[e.jid]) for e in events]
+        self._metrics.observe(labelled, {})
+        for jid in verdicts.lost:
+            self._metrics.lost_detected(runs[jid].queue, runs[jid].job_class)
+        log.info(
+            "reconciled %d jobs: %d failed, %d dead, %d scheduled, %d lost",
+            len(events),
+            len(verdicts.failed),
+            len(verdicts.dead),
+            len(verdicts.scheduled),
+            len(verdicts.lost),
+        )
+
+    async def _refresh_gauges(self, now: datetime) -> None:
+        """Count stuck and lost jobs as of `now`, every tick: the gauges then agree with the
+        ledger's own lists (`?status=lost`, the GUI's stuck filter) as of the last tick.
+
+        The lost count reads the lost entries of a covering index. The stuck count reads every
+        started entry, so it runs only when a cheap probe found a stuck run at all."""
+        after, by_class = self._config.stuck_after, self._config.stuck_after_by_class
+        async with self._sessions() as session:
+            stuck: LabelCounts = {}
+            if await any_stuck(session, rule=StuckRule(now, after, by_class)):
+                stuck = await stuck_counts(session, now=now, after=after, after_by_class=by_class)
             lost = await lost_counts(session)
         self._metrics.set_stuck(stuck)
         self._metrics.set_lost(lost)
-        self._gauges_at = now
 
 
-def _bounded(event: JobEvent, max_error_chars: int) -> JobEvent:
-    """Sidekiq's error as the ledger stores it: class within its column, message cut short."""
+def _bounded(event: JobEvent, config: ReconcileConfig) -> JobEvent:
+    """Sidekiq's error as the ledger stores it: class within its column, message redacted and
+    cut short."""
     error_class = event.error_class[:255] if event.error_class else event.error_class
-    message = event.error_message[:max_error_chars] if event.error_message else event.error_message
+    message = config.redactor.text(event.error_message)
+    message = message[: config.max_error_chars] if message else message
     return replace(event, error_class=error_class, error_message=message)
 
 

@@ -14,7 +14,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.errors import Unavailable
+from app.redact import OFF, Redactor
 from app.sidekiq.control import SortedSet
 from app.sidekiq.reader import epoch_seconds
 
@@ -59,8 +60,9 @@ def translate_redis_errors(retry_after_seconds: int) -> Iterator[None]:
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job payload as stored, with the fields Sidekiq's Web UI shows. `raw` is the exact
-    member or list element (a ZREM or LREM needs these bytes); `problem` says why the other
-    fields are empty when the raw text is not a job object."""
+    member or list element (a ZREM or LREM needs these bytes) unless `redacted` says secrets
+    were replaced in it (see `redact`); `problem` says why the other fields are empty when the
+    raw text is not a job object."""
 
     raw: bytes
     problem: str | None
@@ -75,6 +77,7 @@ class JobRecord:
     retry_count: int | None = None
     error_class: str | None = None
     error_message: str | None = None
+    redacted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,46 @@ def parse_job(raw: bytes) -> JobRecord:
     )
 
 
+def redact(record: JobRecord, redactor: Redactor) -> JobRecord:
+    """The record as the GUI and the API may show it (SUPERVISOR_REDACT_*): secrets replaced
+    in its args, error message and backtrace, and `raw` re-serialized from that payload (so no
+    longer the stored bytes). The same record when nothing matched."""
+    if not redactor.active:
+        return record
+    if record.problem is not None:
+        text = record.raw.decode("utf-8", errors="replace")
+        scrubbed = redactor.text(text) or ""
+        return record if scrubbed == text else replace(record, raw=scrubbed.encode(), redacted=True)
+    payload: dict[str, Any] = orjson.loads(record.raw)  # parsed once already: an object
+    if not _redact_payload(payload, redactor):
+        return record
+    return replace(parse_job(orjson.dumps(payload)), redacted=True)
+
+
+def _redact_payload(payload: dict[str, Any], redactor: Redactor) -> bool:
+    """Redact a job payload in place: keys and patterns in `args`, patterns in the error
+    message and backtrace (a changed backtrace is kept as a plain array, which Sidekiq's
+    readers and decode_backtrace accept). True when anything was replaced."""
+    changed = False
+    if "args" in payload:
+        payload["args"], changed = redactor.value(payload["args"])
+    message = payload.get("error_message")
+    if isinstance(message, str) and (scrubbed := redactor.text(message)) != message:
+        payload["error_message"] = scrubbed
+        changed = True
+    if redactor.redacts_text and "error_backtrace" in payload:
+        lines = decode_backtrace(payload["error_backtrace"])
+        scrubbed_lines, hit = redactor.lines(lines or [])
+        if hit:
+            payload["error_backtrace"] = scrubbed_lines
+            changed = True
+    return changed
+
+
+def redact_entries(entries: list[SortedEntry], redactor: Redactor) -> list[SortedEntry]:
+    return [replace(entry, job=redact(entry.job, redactor)) for entry in entries]
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -191,11 +234,26 @@ async def read_set_page(
 
 
 async def search_set(
-    redis: Redis, key: str, needle: str, *, offset: int, limit: int, newest_first: bool
+    redis: Redis,
+    key: str,
+    needle: str,
+    *,
+    offset: int,
+    limit: int,
+    newest_first: bool,
+    redactor: Redactor = OFF,
 ) -> SetPage:
     """Members containing `needle` (plain text, case-sensitive, as Sidekiq's filter box), found
-    with a bounded ZSCAN MATCH, ordered like read_set_page and cut to one page."""
+    with a bounded ZSCAN MATCH, ordered like read_set_page and cut to one page. With redaction,
+    only members that still contain it once redacted: a search must not confirm a guessed
+    secret."""
     matches, complete = await _scan_matches(redis, key, f"*{glob_escape(needle)}*")
+    if redactor.active:
+        matches = {
+            member: score
+            for member, score in matches.items()
+            if needle.encode() in redact(parse_job(member), redactor).raw
+        }
     ordered = sorted(matches.items(), key=lambda item: (item[1], item[0]), reverse=newest_first)
     entries = [_sorted_entry(member, score) for member, score in ordered[offset : offset + limit]]
     return SetPage(entries=entries, total=len(ordered), scan_complete=complete)

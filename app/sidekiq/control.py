@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -36,14 +37,14 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
 end
 return 0
 """
-# KEYS: guard, queues set, target queue. ARGV: guard ttl (s), queue name, payload.
+# KEYS: guard, queues set, target queue. ARGV: guard ttl (s), queue name, payload, guard value.
+# Returns the guard's value: ours when this call pushed, the first caller's when it did not.
 PUSH_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[1]) then
   redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('LPUSH', KEYS[3], ARGV[3])
-  return 1
 end
-return 0
+return redis.call('GET', KEYS[1])
 """
 REQUEUE_GUARD_TTL_SECONDS = 7 * 24 * 3600
 # Sidekiq's morgue limits: dead_timeout_in_seconds (180 days) and dead_max_jobs (10,000).
@@ -115,6 +116,12 @@ def sidekiq_now(milliseconds: bool) -> float | int:
     return int(now * 1000) if milliseconds else now
 
 
+def sidekiq_time(moment: datetime, milliseconds: bool) -> float | int:
+    """`moment` as Sidekiq writes times: float seconds, or 8.x's integer milliseconds."""
+    seconds = moment.timestamp()
+    return int(seconds * 1000) if milliseconds else seconds
+
+
 def requeued_payload(raw: bytes, *, milliseconds: bool, decrement_retry: bool) -> bytes:
     """The job as Sidekiq's Web UI re-pushes it: a fresh enqueued_at; for retry/dead entries,
     retry_count minus one (SortedEntry#retry); everything else unchanged."""
@@ -160,14 +167,17 @@ class Control:
     async def delete(self, source: SortedSet, member: bytes) -> bool:
         return int(await self._redis.zrem(self._keys.key(source.value), member)) == 1
 
-    async def push_once(self, guard: str, queue: str, payload: bytes) -> bool:
-        """LPUSH a new job unless `guard` was used before (by any caller, any replica)."""
+    async def push_once(self, guard: str, queue: str, payload: bytes, *, mark: bytes) -> bytes:
+        """LPUSH a new job unless `guard` was used before (by any caller, any replica); the
+        guard keeps the first caller's `mark`. Returns the guard's value: `mark` when this call
+        pushed, else the mark of the call that did."""
         keys = [self._keys.key(f"sidekiq-supervisor:{guard}"), self._keys.queues]
         keys.append(self._keys.queue(queue))
-        pushed = await self._redis.eval(
-            PUSH_ONCE, 3, *keys, REQUEUE_GUARD_TTL_SECONDS, queue, payload
+        found = await self._redis.eval(
+            PUSH_ONCE, 3, *keys, REQUEUE_GUARD_TTL_SECONDS, queue, payload, mark
         )
-        return _owned(pushed)
+        # Never nil: the script set the guard or read it, and keys do not expire mid-script.
+        return found.encode() if isinstance(found, str) else bytes(found)
 
     async def apply(
         self, source: SortedSet, action: Action, member: bytes, *, milliseconds: bool

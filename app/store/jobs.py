@@ -16,8 +16,17 @@ from sqlalchemy import ColumnElement, and_, or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import EventName, Job, JobFilter, JobStatus, Page, StuckRule, TimelineEntry
-from app.errors import BadRequest
+from app.domain import (
+    EventName,
+    Job,
+    JobFilter,
+    JobStatus,
+    Page,
+    StuckRule,
+    TimelineEntry,
+    as_utc,
+)
+from app.errors import BadRequest, InvalidInput
 from app.store.overdue import stuck_conditions
 from app.store.tables import JobEventRow, JobRow, read_time, stored_time
 
@@ -32,6 +41,7 @@ def _job(row: JobRow) -> Job:
         queue=row.queue,
         arguments=row.arguments,
         arguments_truncated=bool(row.arguments_truncated),
+        arguments_redacted=bool(row.arguments_redacted),
         enqueued_at=read_time(row.enqueued_at),
         scheduled_for=read_time(row.scheduled_for),
         started_at=read_time(row.started_at),
@@ -57,9 +67,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, jid = raw.split("|", 1)
-        return datetime.fromisoformat(moment), jid
+        parsed = datetime.fromisoformat(moment)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(BAD_CURSOR) from exc
+    try:
+        return as_utc(parsed), jid
+    except ValueError as exc:
+        raise InvalidInput({"cursor": f"its time {exc}"}) from None
 
 
 def _conditions(flt: JobFilter) -> list[ColumnElement[bool]]:

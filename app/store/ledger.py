@@ -21,9 +21,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 INSERT_COLUMNS = (
-    "jid job_class queue arguments arguments_truncated info_key status status_key enqueued_at "
-    "scheduled_for started_at completed_at failed_at first_seen_at last_event_at attempts "
-    "error_class error_message process requeued_as"
+    "jid job_class queue arguments arguments_truncated arguments_redacted info_key status "
+    "status_key enqueued_at scheduled_for started_at completed_at failed_at first_seen_at "
+    "last_event_at attempts error_class error_message process requeued_as"
 ).split()
 
 # Two events of one run can carry the same start (or failure) time with different details (a
@@ -41,6 +41,8 @@ arguments = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
     THEN {new[arguments]} ELSE arguments END,
 arguments_truncated = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
     THEN {new[arguments_truncated]} ELSE arguments_truncated END,
+arguments_redacted = CASE WHEN {new[info_key]} > COALESCE(info_key, -1)
+    THEN {new[arguments_redacted]} ELSE arguments_redacted END,
 info_key = COALESCE({greatest}(info_key, {new[info_key]}), info_key, {new[info_key]}),
 process = CASE WHEN {new[started_at]} IS NULL THEN process
     WHEN started_at IS NULL OR {new[started_at]} > started_at THEN {new[process]}
@@ -152,6 +154,7 @@ def _ledger_row(event: JobEvent, enc: Encoding) -> tuple[Any, ...]:
         enc.text(event.queue),
         enc.text(event.arguments),
         enc.number(int(event.arguments_truncated)),
+        enc.number(int(event.arguments_redacted)),
         enc.number(key if event.job_class is not None else None),
         enc.text(name.value),
         enc.number(key),

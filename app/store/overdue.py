@@ -163,6 +163,19 @@ async def stuck_counts(
     return await _grouped(session, stuck_conditions(StuckRule(now, after, after_by_class)))
 
 
+async def any_stuck(session: AsyncSession, *, rule: StuckRule) -> bool:
+    """Whether any started run is stuck. Reads only the runs that started before the smallest
+    threshold (a range of ix_jobs_status_started_at_jid, empty while nothing runs that long)
+    and stops at the first stuck one: cheap enough for every tick, unlike the count."""
+    query = (
+        select(JobRow.jid)
+        .with_hint(JobRow, "FORCE INDEX (ix_jobs_status_started_at_jid)", "mysql")
+        .where(*stuck_conditions(rule), JobRow.started_at < stored_time(rule.latest_cutoff))
+        .limit(1)
+    )
+    return (await session.execute(query)).first() is not None
+
+
 def stuck_conditions(rule: StuckRule) -> list[ColumnElement[bool]]:
     """What makes a ledger row stuck: started, and longer ago than its class's threshold."""
     now, after = rule.now, rule.after

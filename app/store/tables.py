@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Double, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -47,6 +58,8 @@ class JobRow(Base):
     queue: Mapped[str | None] = mapped_column(String(255))
     arguments: Mapped[str | None] = mapped_column(LongText)
     arguments_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Secrets were replaced before the arguments were stored (migration 0007).
+    arguments_redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # (event time in µs) * 8 + lifecycle rank of the newest event that carried class/queue/args.
     info_key: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))

@@ -1,32 +1,32 @@
-"""Who is using the GUI: signed session cookies from the login form (or basic auth), the
-CSRF token every state-changing form carries, the read-only role, and the audit log."""
+"""Who is using the GUI: signed session cookies from the login form (or basic auth), ended
+server-side by signing out or a password change, the CSRF token every state-changing form
+carries, and the read-only role. The audit log is app.deps.audit, re-exported here."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import logging
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from app.access import OPEN, Principal, Role, from_authorization
-from app.deps import resources
+from app.access import OPEN, Principal, Role, credential_of
+from app.deps import Resources, check_authorization, refuse_foreign_origin, resources
+from app.deps import audit as audit
 from app.errors import AppError, Forbidden
 
 COOKIE = "supervisor_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-audit_log = logging.getLogger("app.audit")
 
 BAD_CSRF = "this form's CSRF token is missing or wrong; reload the page and try again"
-CROSS_ORIGIN = "a form from another site ({origin}) may not act here"
 READ_ONLY = "{name} has the read-only role: actions need an admin"
 
 
@@ -54,48 +54,67 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def session_cookie(key: bytes, who: Principal, max_age_seconds: int) -> str:
-    """A signed, expiring cookie value naming the user, role and a fresh CSRF nonce."""
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: `session_id` is also its CSRF nonce, `credential` the fingerprint
+    of the password or token it signed in with."""
+
+    who: Principal
+    session_id: str
+    expires_at: int
+    credential: str
+
+
+def session_cookie(key: bytes, who: Principal, max_age_seconds: int, *, credential: str) -> str:
+    """A signed, expiring cookie value naming the user, role, a fresh session id (the CSRF
+    nonce) and a fingerprint of `credential` (see access.credential_of)."""
     body = {
         "n": who.name,
         "r": who.role.value,
         "v": who.via,
         "x": int(time.time()) + max_age_seconds,
         "s": secrets.token_hex(16),
+        "c": fingerprint(key, credential),
     }
-    payload = orjson.dumps(body)
-    return f"{_b64(payload)}.{_sign(key, payload)}"
+    encoded = _b64(orjson.dumps(body))
+    return f"{encoded}.{_sign(key, b'session|' + encoded.encode())}"
 
 
-def read_session(key: bytes, cookie: str) -> tuple[Principal, str] | None:
-    """The principal and CSRF nonce of a valid, unexpired cookie; None otherwise."""
+def read_session(key: bytes, cookie: str) -> Session | None:
+    """The session of a genuine, unexpired cookie; None otherwise. The MAC is checked before
+    anything of the cookie is decoded, so forged input never reaches a parser."""
     encoded, _, signature = cookie.partition(".")
+    expected = _sign(key, b"session|" + encoded.encode())
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
+        return None
     try:
-        payload = _unb64(encoded)
-        body = orjson.loads(payload)
-        if not hmac.compare_digest(signature, _sign(key, payload)):
-            return None
-        if int(body["x"]) < time.time():
-            return None
-        return Principal(str(body["n"]), Role(body["r"]), str(body["v"])), str(body["s"])
+        body = orjson.loads(_unb64(encoded))
+        who = Principal(str(body["n"]), Role(body["r"]), str(body["v"]))
+        session = Session(who, str(body["s"]), int(body["x"]), str(body["c"]))
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         return None
+    return session if session.expires_at >= time.time() else None
 
 
-def current(request: Request) -> Principal:
+def fingerprint(key: bytes, credential: str) -> str:
+    """A short MAC of a credential: a cookie carries it, never the credential itself."""
+    return _sign(key, b"credential|" + credential.encode())[:22]
+
+
+async def current(request: Request) -> Principal:
     """The GUI's user: from the session cookie, else basic auth, else (no credentials
     configured) the anonymous admin; otherwise the browser goes to the login form."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     found = resources(request)
-    session = read_session(found.session_key, request.cookies.get(COOKIE, ""))
-    if session is not None:
-        who, nonce = session
-    elif (basic := _basic(request)) is not None:
-        who, nonce = basic, "basic|" + basic.name
-    elif not found.settings.has_credentials:
+    if not found.settings.has_credentials:
         who, nonce = OPEN, "open"
+    elif (session := await _live_session(found, request.cookies.get(COOKIE, ""))) is not None:
+        who, nonce = session.who, session.session_id
+        request.state.session = session
+    elif (basic := await _basic(request)) is not None:
+        who, nonce = basic, "basic|" + basic.name
     else:
         raise LoginRequired(_here(request))
     request.state.principal = who
@@ -103,11 +122,26 @@ def current(request: Request) -> Principal:
     return who
 
 
-def _basic(request: Request) -> Principal | None:
+async def _live_session(found: Resources, cookie: str) -> Session | None:
+    """The cookie's session while its credential is unchanged and nobody signed it out."""
+    session = read_session(found.session_key, cookie) if cookie else None
+    if session is None:
+        return None
+    credential = credential_of(found.settings, session.who)
+    if credential is None or not hmac.compare_digest(
+        session.credential.encode(), fingerprint(found.session_key, credential).encode()
+    ):
+        return None
+    if await found.signins.is_revoked(session.session_id):
+        return None
+    return session
+
+
+async def _basic(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
         return None
-    return from_authorization(resources(request).settings, header)
+    return await check_authorization(request, header)
 
 
 def _here(request: Request) -> str:
@@ -123,10 +157,8 @@ def csrf_token(request: Request) -> str:
 
 async def signed_form(request: Request) -> Principal:
     """A form posted from this site with this session's CSRF token, by any role."""
-    who = current(request)
-    origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.url.netloc:
-        raise Forbidden(CROSS_ORIGIN.format(origin=origin))
+    refuse_foreign_origin(request)
+    who = await current(request)
     form = await request.form()
     sent = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")
     if not hmac.compare_digest(sent.encode(), csrf_token(request).encode()):
@@ -142,32 +174,13 @@ async def operator(request: Request) -> Principal:
     return who
 
 
-def audit(request: Request, who: Principal, action: str, target: str, count: int) -> None:
-    """One line per action: who, from where, what, on what, how many."""
-    client = request.client.host if request.client else "-"
-    audit_log.info(
-        "audit user=%s role=%s via=%s client=%s action=%s target=%s count=%d",
-        _quoted(who.name),
-        who.role.value,
-        _quoted(who.via),
-        client,
-        action,
-        _quoted(target),
-        count,
-    )
-
-
-def _quoted(value: str) -> str:
-    """Values as JSON strings, so a name with spaces or newlines cannot forge a log field."""
-    return orjson.dumps(value).decode()
-
-
 def start_session(request: Request, response: Response, who: Principal) -> None:
     found = resources(request)
     max_age = found.settings.SESSION_MAX_AGE_SECONDS
+    credential = credential_of(found.settings, who) or ""
     response.set_cookie(
         COOKIE,
-        session_cookie(found.session_key, who, max_age),
+        session_cookie(found.session_key, who, max_age, credential=credential),
         max_age=max_age,
         path="/sidekiq",
         httponly=True,
@@ -176,8 +189,14 @@ def start_session(request: Request, response: Response, who: Principal) -> None:
     )
 
 
-def end_session(response: Response) -> None:
+async def end_session(request: Request, response: Response) -> None:
+    """Sign out: the cookie is deleted, and its session refused from now on even if a copy of
+    it is sent again (recorded in Redis for its remaining lifetime)."""
     response.delete_cookie(COOKIE, path="/sidekiq")
+    session: Session | None = getattr(request.state, "session", None)
+    if session is not None:
+        remaining = session.expires_at - int(time.time())
+        await resources(request).signins.revoke(session.session_id, max(1, remaining))
 
 
 ViewerDep = Annotated[Principal, Depends(current)]

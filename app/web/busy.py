@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.deps import LimitDep, ResourcesDep, current_snapshot
 from app.domain import BusyJob, ProcessInfo, Snapshot
 from app.errors import InvalidInput, NotFound
-from app.sidekiq.browse import JobRecord, parse_job, translate_redis_errors
+from app.sidekiq.browse import JobRecord, parse_job, redact, translate_redis_errors
 from app.sidekiq.control import Control, Signal
 from app.sidekiq.reader import read_snapshot
 from app.web.auth import OperatorDep, ViewerDep, audit
@@ -94,7 +94,11 @@ async def busy_page(
     # The reader sorts busy jobs by run_at: the longest-running come first, as in Sidekiq.
     page = snapshot.busy_jobs[offset : offset + limit]
     running = [
-        RunningRow(job, parse_job(job.payload.encode()), names.get(job.process, job.process))
+        RunningRow(
+            job,
+            redact(parse_job(job.payload.encode()), found.redactor),
+            names.get(job.process, job.process),
+        )
         for job in page
     ]
     total = len(snapshot.busy_jobs)

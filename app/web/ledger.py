@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.deps import Resources, resources
-from app.domain import Job, JobFilter, JobStatus, Percentiles, Snapshot, StuckRule
+from app.domain import Job, JobFilter, JobStatus, Percentiles, Snapshot, StuckRule, as_utc
 from app.errors import NotFound, Unavailable
 from app.manager import REQUEUABLE, RequeueReport, percentiles
 from app.sidekiq.browse import SetPage, search_set, translate_redis_errors
@@ -63,9 +63,10 @@ class LedgerFilter(BaseModel):
         if not value.strip():
             return ""
         try:
-            moment = _utc(datetime.fromisoformat(value.strip()))
+            parsed = datetime.fromisoformat(value.strip())
         except ValueError as exc:
             raise ValueError(BAD_TIME) from exc
+        moment = as_utc(parsed)  # its ValueError says the time is out of range
         return moment.replace(tzinfo=None).isoformat(
             timespec="minutes" if not moment.second else "seconds"
         )
@@ -85,8 +86,8 @@ class LedgerFilter(BaseModel):
             statuses=(JobStatus(self.status),) if by_status else (),
             queue=self.queue or None,
             job_class=self.job_class or None,
-            since=_utc(datetime.fromisoformat(self.since)) if self.since else None,
-            until=_utc(datetime.fromisoformat(self.until)) if self.until else None,
+            since=as_utc(datetime.fromisoformat(self.since)) if self.since else None,
+            until=as_utc(datetime.fromisoformat(self.until)) if self.until else None,
             jid=self.jid or None,
             stuck=stuck_rule(settings, now) if self.status == "stuck" else None,
         )
@@ -94,10 +95,6 @@ class LedgerFilter(BaseModel):
     def completed_filter(self, settings: Settings, now: datetime) -> JobFilter:
         """The same filter but for its status: what the duration percentiles are taken over."""
         return self.model_copy(update={"status": "", "jid": ""}).job_filter(settings, now)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def stuck_rule(settings: Settings, now: datetime) -> StuckRule:

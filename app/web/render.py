@@ -163,7 +163,7 @@ async def render(
     request: Request, template: str, *, active: str, status: int = 200, **context: Any
 ) -> HTMLResponse:
     """A full page: the template with the user, CSRF token and summary bar filled in."""
-    who = current(request)
+    who = await current(request)
     snapshot = context.pop("snapshot", None) or await summary(request)
     html = ENVIRONMENT.get_template(template).render(
         request=request,

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.access import check_password
-from app.deps import resources
+from app.deps import client_of, refuse_foreign_origin, resources
+from app.signins import Attempt
 from app.web import busy, dashboard, ledger, metrics, queues, sets
 from app.web.auth import NOBODY, SignedFormDep, audit, end_session, start_session
 from app.web.render import ENVIRONMENT, SECURITY_HEADERS
 
 WRONG_LOGIN = "That name and password do not match a user or token."
-TOO_MANY = "Too many failed sign-ins from this address: try again in {seconds} s."
+TOO_MANY = "Too many failed sign-ins for this name or address: try again in {seconds} s."
 
 router = APIRouter(include_in_schema=False)
 for module in (dashboard, busy, queues, sets, ledger, metrics):
@@ -47,16 +48,17 @@ async def login(
     password: Annotated[str, Form(max_length=1000)],
     next_: Annotated[str, Form(alias="next", max_length=2000)] = "/sidekiq",
 ) -> Response:
+    refuse_foreign_origin(request)  # nobody is signed in by another site's form
     found = resources(request)
-    client = request.client.host if request.client else "-"
-    wait = found.login_throttle.wait_seconds(client)
+    attempt = Attempt(account=name, client=client_of(request))
+    wait = await found.signins.wait_seconds(attempt)
     if wait:
         page = _login_page(_safe_next(next_), name, TOO_MANY.format(seconds=wait), status=429)
         page.headers["Retry-After"] = str(wait)
         return page
     who = check_password(found.settings, name, password)
     if who is None:
-        found.login_throttle.failed(client)
+        await found.signins.failed(attempt)
         audit(request, NOBODY, "login_failed", name, 0)
         return _login_page(_safe_next(next_), name, WRONG_LOGIN, status=401)
     response = RedirectResponse(_safe_next(next_), status_code=303)
@@ -68,6 +70,6 @@ async def login(
 @router.post("/sidekiq/logout")
 async def logout(request: Request, who: SignedFormDep) -> Response:
     response = RedirectResponse("/sidekiq/login", status_code=303)
-    end_session(response)
+    await end_session(request, response)
     audit(request, who, "logout", "gui", 1)
     return response

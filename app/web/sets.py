@@ -5,7 +5,7 @@ and retry now / add to queue / delete / kill for one entry, the selected or all,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -18,6 +18,7 @@ from app.access import Principal
 from app.config import Settings
 from app.deps import resources
 from app.errors import InvalidInput, NotFound
+from app.redact import Redactor
 from app.sidekiq.browse import (
     DEAD,
     RETRIES,
@@ -28,6 +29,8 @@ from app.sidekiq.browse import (
     decode_backtrace,
     parse_job,
     read_set_page,
+    redact,
+    redact_entries,
     search_set,
     translate_redis_errors,
 )
@@ -249,7 +252,9 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
     newest_first = page.view.newest_first if query.direction is None else query.direction == "desc"
     key = found.keys.key(page.view.source.value)
     with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        result = await _read(found.redis, key, query, limit=limit, newest_first=newest_first)
+        result = await _read(
+            found.redis, key, query, limit=limit, newest_first=newest_first, redactor=found.redactor
+        )
         # "All" acts on the whole set, filter or not: its confirmation names the set's size.
         size = await found.redis.zcard(key) if query.substr else result.total
     end = query.offset + len(result.entries)
@@ -259,7 +264,7 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
         active=page.name,
         title=page.title,
         page=page,
-        result=result,
+        result=replace(result, entries=redact_entries(result.entries, found.redactor)),
         size=size,
         offset=query.offset,
         limit=limit,
@@ -274,11 +279,17 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
 
 
 async def _read(
-    redis: Redis, key: str, query: ListQuery, *, limit: int, newest_first: bool
+    redis: Redis, key: str, query: ListQuery, *, limit: int, newest_first: bool, redactor: Redactor
 ) -> SetPage:
     if query.substr:
         return await search_set(
-            redis, key, query.substr, offset=query.offset, limit=limit, newest_first=newest_first
+            redis,
+            key,
+            query.substr,
+            offset=query.offset,
+            limit=limit,
+            newest_first=newest_first,
+            redactor=redactor,
         )
     return await read_set_page(
         redis, key, offset=query.offset, limit=limit, newest_first=newest_first
@@ -364,8 +375,9 @@ async def _entry_page(request: Request, page: SetPageKind, key: str) -> HTMLResp
         members = await Control(found.redis, found.keys).members_at(page.view.source, entry_key)
     if not members:
         raise NotFound(GONE.format(title=page.title, key=key))
-    entry = SortedEntry(score=entry_key.score, job=parse_job(members[0]))
-    payload: dict[str, Any] = orjson.loads(members[0])  # members_at matched its jid: an object
+    entry = SortedEntry(entry_key.score, redact(parse_job(members[0]), found.redactor))
+    # members_at matched its jid: an object. Read from the redacted bytes, like every field.
+    payload: dict[str, Any] = orjson.loads(entry.job.raw)
     return await render(
         request,
         "entry.html",

@@ -107,6 +107,31 @@ async def test_concurrent_requeues_push_each_job_once(
     assert all(isinstance(p["enqueued_at"], int) for p in payloads)  # an 8.x fleet: ms
 
 
+@pytest.mark.parametrize("dry_run", [0, "no", "off", "f", "false", None])
+async def test_dry_run_takes_only_a_json_boolean(
+    client: AsyncClient, engine: AsyncEngine, redis: Redis, dry_run: object
+) -> None:
+    """A fuzzer's `dry_run: 0` once meant "push for real": a switch that acts takes nothing
+    but true or false."""
+    await started(engine, "a" * 24)
+    refused = await client.post("/api/v1/jobs/requeue", json={"dry_run": dry_run})
+    assert refused.status_code == 422
+    assert "JSON boolean" in refused.json()["fields"]["dry_run"]
+    assert await queued_payloads(redis) == []
+
+
+@pytest.mark.parametrize("everything", [1, "true", "yes"])
+async def test_all_takes_only_a_json_boolean(
+    client: AsyncClient, redis: Redis, everything: object
+) -> None:
+    await redis.zadd(KEYS.retry, {retry_entry("d" * 24): NOW})
+    body = {"action": "delete", "all": everything}
+    refused = await client.post("/api/v1/retries/actions", json=body)
+    assert refused.status_code == 422
+    assert "JSON boolean" in refused.json()["fields"]["all"]
+    assert await redis.zcard(KEYS.retry) == 1
+
+
 def retry_entry(jid: str, *, queue: str = "default", retry_count: int = 2) -> bytes:
     job = {
         "class": "HardJob", "args": [jid], "retry": True, "queue": queue, "jid": jid,

@@ -167,9 +167,9 @@ async def no_jid_reader(mysql_url: str) -> AsyncIterator[str]:
     password = secrets.token_hex(8)
     db = url.database
     readable = (
-        "job_class, queue, arguments, arguments_truncated, info_key, status, status_key, "
-        "enqueued_at, scheduled_for, started_at, completed_at, failed_at, first_seen_at, "
-        "last_event_at, attempts, error_class, error_message, process, requeued_as"
+        "job_class, queue, arguments, arguments_truncated, arguments_redacted, info_key, status, "
+        "status_key, enqueued_at, scheduled_for, started_at, completed_at, failed_at, "
+        "first_seen_at, last_event_at, attempts, error_class, error_message, process, requeued_as"
     )
     admin = create_engine(make_settings(mysql_url), name="supervisor-tests")
     statements = [

@@ -14,11 +14,10 @@ import httpx
 import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from app.main import SupervisorApp, create_app
 from app.store.db import create_engine
-from tests.conftest import make_settings
+from tests.conftest import make_settings, through
 from tests.ingest.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -39,19 +38,9 @@ Acked = Counter[tuple[str, str]]
 
 
 @pytest.fixture
-async def proxy(mysql_url: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(mysql_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 3306)
-    await proxy.start()
-    yield proxy
-    await proxy.aclose()
-
-
-@pytest.fixture
-async def outage_app(mysql_url: str, proxy: TcpProxy) -> AsyncIterator[SupervisorApp]:
-    proxied = make_url(mysql_url).set(host="127.0.0.1", port=proxy.port)
+async def outage_app(mysql_url: str, mysql_proxy: TcpProxy) -> AsyncIterator[SupervisorApp]:
     settings = make_settings(
-        proxied.render_as_string(hide_password=False),
+        through(mysql_url, mysql_proxy),
         DB_TIMEOUT_SECONDS=1,
         INGEST_TIMEOUT_SECONDS=2,
         RETRY_AFTER_SECONDS=RETRY_AFTER_SECONDS,
@@ -65,7 +54,8 @@ async def outage_app(mysql_url: str, proxy: TcpProxy) -> AsyncIterator[Superviso
         try:
             yield app
         finally:
-            proxy.restore()  # a failed test must not leave the shutdown waiting on a blackhole
+            # A failed test must not leave the shutdown waiting on a blackhole.
+            mysql_proxy.restore()
 
 
 @pytest.fixture
@@ -184,11 +174,11 @@ async def stored_events(mysql_url: str, prefix: str) -> Acked:
         await engine.dispose()
 
 
-def take_down(proxy: TcpProxy, failure: str) -> None:
+def take_down(mysql_proxy: TcpProxy, failure: str) -> None:
     if failure == "cut":
-        proxy.cut()
+        mysql_proxy.cut()
     else:
-        proxy.blackhole()
+        mysql_proxy.blackhole()
 
 
 @pytest.mark.parametrize("failure", ["cut", "blackhole"])
@@ -196,7 +186,7 @@ async def test_outage_answers_503_then_recovers_without_restart_or_lost_acks(
     failure: str,
     outage_app: SupervisorApp,
     client: AsyncClient,
-    proxy: TcpProxy,
+    mysql_proxy: TcpProxy,
     mysql_url: str,
 ) -> None:
     prefix = f"outage-{failure}-{secrets.token_hex(4)}"
@@ -205,26 +195,26 @@ async def test_outage_answers_503_then_recovers_without_restart_or_lost_acks(
     before = await post_all(client, jids(f"{prefix}-before", 40), acked)
     assert [r.status_code for r in before] == [201] * 40, [r.text for r in before if r.is_error]
 
-    take_down(proxy, failure)
-    await assert_down_then_back(outage_app, client, proxy, prefix, acked)
+    take_down(mysql_proxy, failure)
+    await assert_down_then_back(outage_app, client, mysql_proxy, prefix, acked)
     await assert_stored(mysql_url, prefix, acked)
 
 
 async def test_database_down_from_the_start_answers_503_then_recovers(
-    outage_app: SupervisorApp, client: AsyncClient, proxy: TcpProxy, mysql_url: str
+    outage_app: SupervisorApp, client: AsyncClient, mysql_proxy: TcpProxy, mysql_url: str
 ) -> None:
     """No connection was ever opened: the first write fails while connecting."""
     prefix = f"outage-start-{secrets.token_hex(4)}"
     acked: Acked = Counter()
-    proxy.cut()
-    await assert_down_then_back(outage_app, client, proxy, prefix, acked)
+    mysql_proxy.cut()
+    await assert_down_then_back(outage_app, client, mysql_proxy, prefix, acked)
     await assert_stored(mysql_url, prefix, acked)
 
 
 async def assert_down_then_back(
-    app: SupervisorApp, client: AsyncClient, proxy: TcpProxy, prefix: str, acked: Acked
+    app: SupervisorApp, client: AsyncClient, mysql_proxy: TcpProxy, prefix: str, acked: Acked
 ) -> None:
-    """With the proxy down: 503s, refused at the door once known; restored: 201s again."""
+    """With the mysql_proxy down: 503s, refused at the door once known; restored: 201s again."""
     assert_unavailable(await post_all(client, [f"{prefix}-first"], acked))
     assert sample(app, "supervisor_database_up") == 0
 
@@ -234,17 +224,17 @@ async def assert_down_then_back(
     assert rejected(app, "database_down") - refused_before == WAVE
 
     # The outage outlasts several probes (each a new connection): failed probes do not stop it.
-    probes_from = proxy.accepted
+    probes_from = mysql_proxy.accepted
 
     async def probed_thrice() -> bool:
-        return proxy.accepted >= probes_from + 3
+        return mysql_proxy.accepted >= probes_from + 3
 
     await wait_until(probed_thrice, "the writer kept probing the database")
     assert_unavailable(await post_all(client, [f"{prefix}-still"], acked))
     # Nor do they leak sockets: at most each flusher's connection and the probe in progress.
-    assert len(proxy.links) <= WRITER_CONNECTIONS + 1
+    assert len(mysql_proxy.links) <= WRITER_CONNECTIONS + 1
 
-    proxy.restore()
+    mysql_proxy.restore()
 
     async def writer_is_back() -> bool:
         return sample(app, "supervisor_database_up") == 1
@@ -260,7 +250,7 @@ async def assert_down_then_back(
 
 
 async def test_queue_stays_bounded_while_the_database_hangs(
-    outage_app: SupervisorApp, client: AsyncClient, proxy: TcpProxy, mysql_url: str
+    outage_app: SupervisorApp, client: AsyncClient, mysql_proxy: TcpProxy, mysql_url: str
 ) -> None:
     """A blackhole is the outage where requests pile up: every flusher waits on a batch until
     its timeout. The queue must stay under WRITER_MAX_PENDING and the overflow answer 503."""
@@ -269,13 +259,13 @@ async def test_queue_stays_bounded_while_the_database_hangs(
     before = await post_all(client, jids(f"{prefix}-before", 10), acked)
     assert [r.status_code for r in before] == [201] * 10, [r.text for r in before if r.is_error]
 
-    proxy.blackhole()
+    mysql_proxy.blackhole()
     most_pending = await wave_while_down(outage_app, client, jids(f"{prefix}-down", WAVE), acked)
     assert 0 < most_pending <= MAX_PENDING
     assert rejected(outage_app, "queue_full") > 0
     assert sample(outage_app, "supervisor_database_up") == 0
 
-    proxy.restore()
+    mysql_proxy.restore()
     await wait_until(accepting(client, f"{prefix}-poll", acked), "201 again after the outage")
     await assert_stored(mysql_url, prefix, acked)
 

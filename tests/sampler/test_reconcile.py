@@ -16,13 +16,16 @@ from app.domain import (
     BusyJob,
     EventName,
     JobEvent,
+    JobFilter,
     JobStatus,
     ProcessInfo,
     QueueStats,
     Snapshot,
+    StuckRule,
 )
 from app.manager import JobManager
 from app.metrics.jobs import JobMetrics
+from app.redact import Redactor
 from app.sampler.reconcile import ReconcileConfig, Reconciler, Verdicts
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
@@ -113,6 +116,14 @@ def snapshot(
     )
 
 
+async def past_grace(world: World, shot: Snapshot | None = None) -> Verdicts | None:
+    """Two ticks a grace period apart on the same Sidekiq state: the first sees who is missing,
+    the second may call them lost."""
+    shot = shot or snapshot()
+    await world.reconciler.tick(shot)
+    return await world.reconciler.tick(replace(shot, taken_at=shot.taken_at + GRACE))
+
+
 async def record(world: World, *events: JobEvent) -> None:
     async with world.engine.connect() as conn:
         await write_batch(conn, list(events))
@@ -159,7 +170,7 @@ def entry(jid: str, *, retry_count: int = 0, retried_at: datetime | None = None)
 
 async def test_a_started_job_no_process_runs_is_lost(world: World) -> None:
     await started(world, "gone", timedelta(minutes=5))
-    verdicts = await world.reconciler.tick(snapshot())
+    verdicts = await past_grace(world)
     assert verdicts is not None
     assert verdicts.lost == ["gone"]
     assert await status(world, "gone") is JobStatus.LOST
@@ -184,8 +195,8 @@ async def test_a_job_on_a_process_whose_heartbeat_stopped_is_lost(world: World) 
     """kill -9 leaves the process and its busy-work hash in Redis until they expire."""
     await started(world, "killed", timedelta(minutes=5))
     dead_process = proc("w1:1:aa", beat=NOW - timedelta(seconds=61))
-    verdicts = await world.reconciler.tick(
-        snapshot(busy={"killed": "w1:1:aa"}, processes=(dead_process,))
+    verdicts = await past_grace(
+        world, snapshot(busy={"killed": "w1:1:aa"}, processes=(dead_process,))
     )
     assert verdicts is not None
     assert verdicts.lost == ["killed"]
@@ -234,9 +245,12 @@ async def test_queued_jobs_older_than_their_queue_are_scheduled_or_lost(world: W
     await world.redis.zadd("schedule", {entry("later"): run_at.timestamp()})
     # The queue's oldest job is 200 s old: "waiting" (120 s) may still be in it.
     queues = (QueueStats("default", 3, 200.0),)
-    verdicts = await world.reconciler.tick(snapshot(queues=queues))
+    first = await world.reconciler.tick(snapshot(queues=queues))
+    assert first is not None
+    assert first.scheduled == ["later"]
+    assert first.lost == []  # seen missing once: not yet
+    verdicts = await world.reconciler.tick(snapshot(queues=queues, taken_at=NOW + GRACE))
     assert verdicts is not None
-    assert verdicts.scheduled == ["later"]
     assert sorted(verdicts.lost) == ["nowhere", "vanished"]
     later = await world.manager.job("later")
     assert later is not None
@@ -256,7 +270,8 @@ async def test_the_round_reads_sets_a_page_per_tick_before_calling_anything_lost
     ticks = 0
     verdicts = None
     while verdicts is None:
-        verdicts = await world.reconciler.tick(snapshot())
+        # A grace period a tick: only the pass over the sets holds the verdict back.
+        verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + ticks * GRACE))
         ticks += 1
         assert ticks < 1_000, "the round never closed"
         if verdicts is None:
@@ -274,9 +289,10 @@ async def test_the_pass_over_started_runs_moves_past_long_running_ones(
     for n, jid in enumerate(running):
         await started(world, jid, timedelta(hours=2, seconds=-n))
     await started(world, "gone", timedelta(hours=1))  # the newest start: read last
-    live = snapshot(busy=running, processes=(proc("w1:1:aa"),))
     lost: list[str] = []
-    for _ in range(4):
+    for n in range(4):
+        at = NOW + n * GRACE
+        live = snapshot(busy=running, processes=(proc("w1:1:aa", beat=at),), taken_at=at)
         verdicts = await world.reconciler.tick(live)
         lost += verdicts.lost if verdicts else []
     assert lost == ["gone"]
@@ -286,7 +302,7 @@ async def test_the_pass_over_started_runs_moves_past_long_running_ones(
 
 async def test_later_news_wins_over_lost_and_lost_jobs_can_be_requeued(world: World) -> None:
     await started(world, "late", timedelta(minutes=5))
-    await world.reconciler.tick(snapshot())
+    await past_grace(world)
     assert await status(world, "late") is JobStatus.LOST
     await record(world, event("late", EventName.COMPLETE, timedelta(seconds=1)))
     assert await status(world, "late") is JobStatus.COMPLETE
@@ -332,28 +348,135 @@ async def test_started_runs_are_decided_without_waiting_for_the_schedule_pass(
     await started(world, "gone", timedelta(minutes=5))
     await record(world, event("vanished", EventName.QUEUED, timedelta(minutes=10)))
     await redis.zadd("schedule", {entry(f"later-{n}"): NOW.timestamp() + n for n in range(200)})
-    first = await world.reconciler.tick(snapshot())
+    await world.reconciler.tick(snapshot())  # both seen missing; the schedule pass begins
+    first = await world.reconciler.tick(snapshot(taken_at=NOW + GRACE))
     assert first is not None
     assert first.lost == ["gone"]  # retry and dead are empty: passed over in one step
     assert await status(world, "vanished") is JobStatus.QUEUED
     later = None
+    ticks = 2
     while later is None:
-        later = await world.reconciler.tick(snapshot())
+        later = await world.reconciler.tick(snapshot(taken_at=NOW + ticks * GRACE))
+        ticks += 1
     assert later.lost == ["vanished"]
 
 
-async def test_gauges_are_counted_at_most_each_minute_unless_verdicts_were_written(
-    world: World,
-) -> None:
-    live = (proc("w1:1:aa"),)
+async def test_the_stuck_gauge_agrees_with_the_stuck_filter_every_tick(world: World) -> None:
+    """Recounted each tick (10 s apart here), as the GUI's stuck filter reads the ledger."""
     await started(world, "slow", timedelta(hours=2))
-    await world.reconciler.tick(snapshot(busy={"slow": "w1:1:aa"}, processes=live))
-    await started(world, "slower", timedelta(hours=3))
-    busy = {"slow": "w1:1:aa", "slower": "w1:1:aa"}
-    soon = NOW + timedelta(seconds=10)
-    await world.reconciler.tick(snapshot(busy=busy, processes=live, taken_at=soon))
+    await started(world, "fresh", timedelta(minutes=59, seconds=55))  # stuck 5 s from now
+    busy = {"slow": "w1:1:aa", "fresh": "w1:1:aa"}
+
+    async def tick_and_list(at: datetime) -> set[str]:
+        beating = (proc("w1:1:aa", beat=at),)
+        await world.reconciler.tick(snapshot(busy=busy, processes=beating, taken_at=at))
+        rule = StuckRule(at, CONFIG.stuck_after, CONFIG.stuck_after_by_class)
+        page = await world.manager.jobs(JobFilter(stuck=rule))
+        return {job.jid for job in page.items}
+
+    assert await tick_and_list(NOW) == {"slow"}
     assert world.sample("sidekiq_jobs_stuck", queue="default", worker="HardJob") == 1
-    later = NOW + timedelta(seconds=61)
-    beating = (proc("w1:1:aa", beat=later),)
-    await world.reconciler.tick(snapshot(busy=busy, processes=beating, taken_at=later))
+    assert await tick_and_list(NOW + timedelta(seconds=10)) == {"slow", "fresh"}
     assert world.sample("sidekiq_jobs_stuck", queue="default", worker="HardJob") == 2
+    await record(world, event("slow", EventName.COMPLETE, timedelta(seconds=-15)))
+    await record(world, event("fresh", EventName.COMPLETE, timedelta(seconds=-15)))
+    assert await tick_and_list(NOW + timedelta(seconds=20)) == set()
+    assert world.sample("sidekiq_jobs_stuck", queue="default", worker="HardJob") == 0
+
+
+async def test_a_run_missing_for_less_than_the_grace_is_not_lost(world: World) -> None:
+    await started(world, "finishing", timedelta(minutes=5))
+    for at in (NOW, NOW + GRACE - timedelta(seconds=1)):
+        verdicts = await world.reconciler.tick(snapshot(taken_at=at))
+        assert verdicts is not None
+        assert verdicts.lost == []
+        assert await status(world, "finishing") is JobStatus.STARTED
+    assert world.sample("sidekiq_jobs_lost_detected_total", queue="default", worker="HardJob") == 0
+    verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + GRACE))
+    assert verdicts is not None
+    assert verdicts.lost == ["finishing"]
+    assert await status(world, "finishing") is JobStatus.LOST
+
+
+async def test_a_complete_arriving_within_the_grace_leaves_no_lost_behind(world: World) -> None:
+    """The heartbeat stopped listing the finished job; the middleware's background sender
+    posts its `complete` a little later."""
+    await started(world, "finished", timedelta(minutes=5))
+    await world.reconciler.tick(snapshot())
+    await record(world, event("finished", EventName.COMPLETE, timedelta(seconds=1)))
+    assert await world.reconciler.tick(snapshot(taken_at=NOW + GRACE)) == Verdicts()
+    assert await status(world, "finished") is JobStatus.COMPLETE
+    timeline = await world.manager.timeline("finished")
+    assert EventName.LOST not in [entry.event for entry in timeline]
+    assert world.sample("sidekiq_jobs_lost_detected_total", queue="default", worker="HardJob") == 0
+    assert world.sample("sidekiq_jobs_lost", queue="default", worker="HardJob") == 0
+
+
+async def test_a_run_that_runs_again_within_the_grace_waits_it_anew(world: World) -> None:
+    """Missing means missing from every snapshot since the first: a process whose heartbeat
+    came back was running it all along."""
+    await started(world, "paused", timedelta(minutes=5))
+    await world.reconciler.tick(snapshot())
+    seen = NOW + timedelta(seconds=30)
+    back = snapshot(busy={"paused": "w1:1:aa"}, processes=(proc("w1:1:aa", beat=seen),))
+    await world.reconciler.tick(replace(back, taken_at=seen))
+    verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + GRACE))
+    assert verdicts is not None
+    assert verdicts.lost == []  # missing again only since this snapshot
+    verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + 2 * GRACE))
+    assert verdicts is not None
+    assert verdicts.lost == ["paused"]
+
+
+async def test_a_replica_that_takes_the_lead_waits_the_grace_itself(world: World) -> None:
+    await started(world, "gone", timedelta(minutes=5))
+    await world.reconciler.tick(snapshot())
+    world.reconciler.stand_down()  # another replica led in between: it saw nothing for us
+    verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + GRACE))
+    assert verdicts is not None
+    assert verdicts.lost == []
+    verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + 2 * GRACE))
+    assert verdicts is not None
+    assert verdicts.lost == ["gone"]
+
+
+async def test_missing_runs_past_a_batch_wait_a_batch_at_a_time(
+    redis: Redis, engine: AsyncEngine
+) -> None:
+    """At most `batch` runs wait at once, and each waits out its grace before the next batch
+    is read: a backlog is decided a batch per grace period, none of it left behind."""
+    world = build(redis, engine, replace(CONFIG, batch=2))
+    for n in range(5):
+        await started(world, f"gone-{n}", timedelta(minutes=10, seconds=-n))  # gone-0 oldest
+    decided_at: dict[str, int] = {}
+    for n in range(21):  # a tick every 10 s
+        verdicts = await world.reconciler.tick(snapshot(taken_at=NOW + n * GRACE / 6))
+        decided_at |= dict.fromkeys(verdicts.lost if verdicts else [], n)
+    # Read at ticks 0, 7 and 14; lost six ticks (the grace) later.
+    expected = {"gone-0": 6, "gone-1": 6, "gone-2": 13, "gone-3": 13, "gone-4": 20}
+    assert decided_at == expected
+
+
+async def test_the_lost_gauge_drops_on_the_tick_after_a_lost_job_completes(world: World) -> None:
+    await started(world, "late", timedelta(minutes=5))
+    await past_grace(world)
+    assert world.sample("sidekiq_jobs_lost", queue="default", worker="HardJob") == 1
+    await record(world, event("late", EventName.COMPLETE, timedelta(seconds=-GRACE.seconds)))
+    await world.reconciler.tick(snapshot(taken_at=NOW + GRACE + timedelta(seconds=10)))
+    assert world.sample("sidekiq_jobs_lost", queue="default", worker="HardJob") == 0
+    assert (await world.manager.lost_jobs()).items == []
+
+
+async def test_sidekiqs_error_message_is_stored_redacted(redis: Redis, engine: AsyncEngine) -> None:
+    world = build(redis, engine, replace(CONFIG, redactor=Redactor(patterns=[r"token=\w+"])))
+    await started(world, "leaky", timedelta(minutes=5))
+    failure = orjson.loads(entry("leaky")) | {"error_message": "401 for token=abc123 at /api"}
+    await world.redis.zadd("retry", {orjson.dumps(failure): NOW.timestamp() + 600})
+    verdicts = await world.reconciler.tick(snapshot())
+    assert verdicts is not None
+    assert verdicts.failed == ["leaky"]
+    job = await world.manager.job("leaky")
+    assert job is not None
+    assert job.error_message == "401 for [REDACTED] at /api"
+    timeline = await world.manager.timeline("leaky")
+    assert [e.error_message for e in timeline if e.error_message] == ["401 for [REDACTED] at /api"]

@@ -28,7 +28,8 @@ CONFIG = SamplerConfig(
 RECONCILE = ReconcileConfig(
     stuck_after=timedelta(hours=1),
     stuck_after_by_class={},
-    lost_grace=timedelta(seconds=60),
+    # No grace: these ticks read the real clock, and leadership, not timing, is under test.
+    lost_grace=timedelta(0),
     process_stale=timedelta(seconds=60),
     batch=100,
     scan_count=100,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import string
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,11 +16,12 @@ from httpx import ASGITransport, AsyncClient, Response
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.access import Principal, Role
+from app.access import Principal, Role, credential_of
 from app.main import SupervisorApp, create_app
 from app.web import busy, dashboard, ledger, metrics, queues, sets
 from app.web.auth import COOKIE, session_cookie
 from tests.conftest import make_settings
+from tests.live import free_port
 
 USERS = {
     "alice": {"password": "alice-pw", "role": "admin"},
@@ -27,6 +29,7 @@ USERS = {
 }
 CREDENTIALS: dict[str, Any] = {"ADMIN_TOKEN": "admin-tok", "READ_TOKEN": "read-tok", "USERS": USERS}
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+URLSAFE_B64 = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
 
 def basic(name: str, password: str) -> dict[str, str]:
@@ -135,13 +138,17 @@ async def test_basic_auth_works_without_a_session(guarded: SupervisorApp) -> Non
 
 async def test_forged_tampered_and_expired_sessions_are_refused(guarded: SupervisorApp) -> None:
     key = guarded.state.resources.session_key
-    admin = Principal("mallory", Role.ADMIN, "user")
-    good = session_cookie(key, admin, 60)
+    admin = Principal("alice", Role.ADMIN, "user")
+    credential = credential_of(guarded.state.settings, admin) or ""
+    good = session_cookie(key, admin, 60, credential=credential)
     payload, _, signature = good.partition(".")
-    forged = session_cookie(b"another key" * 3, admin, 60)
-    expired = session_cookie(key, admin, -1)
+    forged = session_cookie(b"another key" * 3, admin, 60, credential=credential)
+    expired = session_cookie(key, admin, -1, credential=credential)
     tampered = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + signature
-    for value, status in ((good, 200), (forged, 303), (expired, 303), (tampered, 303)):
+    # Signed with the right key, but for a user no longer configured (or never was).
+    nobody = session_cookie(key, Principal("mallory", Role.ADMIN, "user"), 60, credential="x")
+    cases = ((good, 200), (forged, 303), (expired, 303), (tampered, 303), (nobody, 303))
+    for value, status in cases:
         async with http(guarded, cookies={COOKIE: value}) as client:
             assert (await client.get("/sidekiq")).status_code == status
 
@@ -171,6 +178,95 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session(
         out = await client.post("/sidekiq/logout", data={"csrf": csrf_of(page)})
         assert (out.status_code, out.headers["location"]) == (303, "/sidekiq/login")
         assert 'supervisor_session=""' in out.headers["set-cookie"]
+
+
+async def _signed_out_cookie(application: SupervisorApp, name: str, password: str) -> str:
+    """A session cookie kept from before its owner signed out."""
+    async with http(application) as client:
+        await sign_in(client, name, password)
+        cookie = client.cookies[COOKIE]
+        page = await client.get("/sidekiq")
+        out = await client.post("/sidekiq/logout", data={"csrf": csrf_of(page)})
+        assert out.status_code == 303
+    return cookie
+
+
+async def _status_with(application: SupervisorApp, cookie: str) -> int:
+    async with http(application, cookies={COOKIE: cookie}) as client:
+        return (await client.get("/sidekiq")).status_code
+
+
+async def test_a_signed_out_cookie_works_nowhere_any_more(
+    guarded: SupervisorApp, database_url: str
+) -> None:
+    cookie = await _signed_out_cookie(guarded, "alice", "alice-pw")
+    twin = create_app(make_settings(database_url, **CREDENTIALS))
+    async with twin.router.lifespan_context(twin):
+        assert (await _status_with(guarded, cookie), await _status_with(twin, cookie)) == (303, 303)
+
+
+async def test_with_redis_down_a_sign_out_still_holds_where_it_happened(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    """The documented choice: while Redis cannot be asked, a replica that did not see the
+    sign-out accepts the cookie (and logs a warning) rather than sign everybody out."""
+    down = make_settings(database_url, **CREDENTIALS, REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+    here, there = create_app(down), create_app(down)
+    async with here.router.lifespan_context(here), there.router.lifespan_context(there):
+        cookie = await _signed_out_cookie(here, "alice", "alice-pw")
+        assert (await _status_with(here, cookie), await _status_with(there, cookie)) == (303, 200)
+
+
+async def test_a_password_role_or_token_change_ends_sessions_under_a_fixed_secret(
+    database_url: str, engine: AsyncEngine, redis: Redis
+) -> None:
+    """With SUPERVISOR_SESSION_SECRET the signing key survives a password change: the cookie's
+    fingerprint of the credential is what ends the session."""
+    fixed = {**CREDENTIALS, "SESSION_SECRET": "a fixed secret"}
+    before = create_app(make_settings(database_url, **fixed))
+    cookies = {}
+    async with before.router.lifespan_context(before):
+        for name, password in (("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "admin-tok")):
+            async with http(before) as client:
+                assert (await sign_in(client, name, password)).status_code == 303
+                cookies[name] = client.cookies[COOKIE]
+    changes: list[tuple[dict[str, Any], dict[str, int]]] = [
+        (
+            {"USERS": {**USERS, "alice": {"password": "new", "role": "admin"}}},
+            {"alice": 303, "bob": 200, "carol": 200},
+        ),
+        (
+            {"USERS": {**USERS, "alice": {"password": "alice-pw", "role": "read"}}},
+            {"alice": 303, "bob": 200, "carol": 200},
+        ),
+        ({"ADMIN_TOKEN": "rotated"}, {"alice": 200, "bob": 200, "carol": 303}),
+    ]
+    for change, expected in changes:
+        after = create_app(make_settings(database_url, **{**fixed, **change}))
+        async with after.router.lifespan_context(after):
+            found = {name: await _status_with(after, cookie) for name, cookie in cookies.items()}
+        assert found == expected, change
+
+
+async def test_a_cookie_spelled_differently_is_refused(guarded: SupervisorApp) -> None:
+    """The MAC covers the cookie text as sent, checked before anything is decoded: base64's
+    unused bits cannot be flipped to make a second valid spelling of one session."""
+    for name in ("carol", "carol1", "carol12"):  # one of three lengths leaves bits unused
+        async with http(guarded) as client:
+            await sign_in(client, name, "admin-tok")
+            cookie = client.cookies[COOKIE]
+        encoded, _, mac = cookie.partition(".")
+        if len(encoded) % 4:
+            break
+    index = URLSAFE_B64.index(encoded[-1])
+    respelled = encoded[:-1] + URLSAFE_B64[index ^ 1]
+    assert _unb64(respelled) == _unb64(encoded)
+    assert await _status_with(guarded, cookie) == 200
+    assert await _status_with(guarded, f"{respelled}.{mac}") == 303
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _action_routes() -> list[str]:

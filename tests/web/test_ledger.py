@@ -294,8 +294,8 @@ async def test_requeue_confirms_then_pushes_and_audits(
     assert sorted(p["requeued_from"] for p in await queued_payloads(redis)) == ["l" * 24, "s" * 24]
     back = await client.get(done.headers["location"])
     assert notice_of(back.text) == "Requeued 2 jobs (1 skipped)"
-    # Both requeued at the same moment: the jid breaks the tie.
-    assert await shown(client, status="requeued") == ["s" * 24, "l" * 24]
+    # Each requeue is dated when it was pushed: started jobs first, so the lost one is newer.
+    assert await shown(client, status="requeued") == ["l" * 24, "s" * 24]
     [line] = [r.getMessage() for r in caplog.records if r.name == "app.audit"]
     assert "action=requeue" in line
     assert 'target="all"' in line
