@@ -1,4 +1,4 @@
-"""Every HTTP route under an outage: the database refused, the database blackholed, Redis cut.
+"""Every HTTP route under an outage: the database refused or blackholed, Redis cut or blackholed.
 
 Each route answers within the deadline (the settings' timeouts, far under 10 s here); a route
 that needs what is down answers 503 with Retry-After and names the cause in its body; no route
@@ -293,3 +293,10 @@ async def test_routes_answer_again_after_the_outage(
         for _ in range(3):
             response = await client.get("/api/v1/jobs")
             assert response.status_code == 200, response.text
+
+
+async def test_redis_blackholed(gui: tuple[AsyncClient, str], redis_proxy: TcpProxy) -> None:
+    client, csrf = gui
+    redis_proxy.blackhole()
+    problems = await _walk(client, csrf, "redis")
+    assert problems == [], "\n".join(problems)
