@@ -32,7 +32,6 @@ from app.manager import JobManager
 from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
 from app.redact import Redactor
-from app.sidekiq.browse import translate_redis_errors
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.signins import Attempt, SignIns
@@ -221,8 +220,7 @@ async def current_snapshot(found: ResourcesDep) -> CurrentSnapshot:
         age = time.time() - latest.taken_at.timestamp()
         if age < found.settings.SAMPLE_INTERVAL_SECONDS:
             return CurrentSnapshot(latest, from_sampler=True)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        return CurrentSnapshot(await read_snapshot(found.redis, found.keys), from_sampler=False)
+    return CurrentSnapshot(await read_snapshot(found.redis, found.keys), from_sampler=False)
 
 
 SnapshotDep = Annotated[CurrentSnapshot, Depends(current_snapshot)]

@@ -38,17 +38,10 @@ from app.metrics.process import IngestMetrics, SamplerMetrics
 from app.redact import Redactor, split_keys
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import Sampler, SamplerConfig
-from app.sidekiq.browse import UNREACHABLE as REDIS_UNREACHABLE
-from app.sidekiq.browse import SidekiqUnavailable
+from app.sidekiq.errors import redis_unavailable
 from app.sidekiq.keys import Keys
 from app.signins import SignIns
-from app.store.db import UNREACHABLE as DB_UNREACHABLE
-from app.store.db import (
-    DatabaseUnavailable,
-    create_engine,
-    create_sessionmaker,
-    is_outage,
-)
+from app.store.db import create_engine, create_sessionmaker, database_unavailable, is_outage
 from app.web import routes as gui
 from app.web.render import error_page
 
@@ -272,20 +265,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def redis_error(request: Request, exc: Exception) -> Response:
-        # A Redis failure no route translated itself: still a 503 naming Redis, never a 500.
+        # The one translation of Redis failures: routes let them rise, and every one becomes
+        # a 503 naming Redis (an HTML page for people), never a 500.
         retry_after = request.app.state.settings.RETRY_AFTER_SECONDS
-        detail = REDIS_UNREACHABLE.format(reason=str(exc).strip() or type(exc).__name__)
-        return await app_error(request, SidekiqUnavailable(detail, retry_after_seconds=retry_after))
+        return await app_error(request, redis_unavailable(exc, retry_after_seconds=retry_after))
 
     async def database_error(request: Request, exc: Exception) -> Response:
-        # A database failure outside a bounded session (or a bug: then it stays a 500).
+        # A database outage outside a bounded session (which translates its own), the same
+        # 503; any other database error is a bug and stays a 500.
         if not is_outage(exc):
             raise exc
         retry_after = request.app.state.settings.RETRY_AFTER_SECONDS
-        detail = DB_UNREACHABLE.format(reason=str(exc).strip().splitlines()[0][:200])
-        return await app_error(
-            request, DatabaseUnavailable(detail, retry_after_seconds=retry_after)
-        )
+        return await app_error(request, database_unavailable(exc, retry_after_seconds=retry_after))
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RedisError, redis_error)

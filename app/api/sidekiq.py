@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.exc import DBAPIError
 
 from app.api.schemas import ErrorOut
 from app.api.sidekiq_schemas import (
@@ -35,7 +34,7 @@ from app.api.sidekiq_schemas import (
 )
 from app.deps import LimitDep, ResourcesDep, SnapshotDep, require_reader
 from app.domain import OUT_OF_RANGE, as_utc
-from app.errors import InvalidInput, Unavailable
+from app.errors import InvalidInput
 from app.sidekiq.browse import (
     DEAD,
     RETRIES,
@@ -47,7 +46,6 @@ from app.sidekiq.browse import (
     redact,
     redact_entries,
     search_set,
-    translate_redis_errors,
 )
 from app.store.samples import queue_points_between, totals_between
 
@@ -66,7 +64,6 @@ MAX_HISTORY_POINTS = 10_000
 MAX_OFFSET = 1_000_000_000
 MAX_SUBSTR_CHARS = 200
 EMPTY_RANGE = "must be before `until`"
-DB_DOWN = "the database did not answer ({reason}); try again shortly"
 
 
 class PageParams:
@@ -148,21 +145,20 @@ async def _set_page(
 ) -> SetPageOut:
     newest_first = view.newest_first if page.direction is None else page.direction == "desc"
     key = found.keys.key(view.source.value)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        if substr:
-            result = await search_set(
-                found.redis,
-                key,
-                substr,
-                offset=page.offset,
-                limit=page.limit,
-                newest_first=newest_first,
-                redactor=found.redactor,
-            )
-        else:
-            result = await read_set_page(
-                found.redis, key, offset=page.offset, limit=page.limit, newest_first=newest_first
-            )
+    if substr:
+        result = await search_set(
+            found.redis,
+            key,
+            substr,
+            offset=page.offset,
+            limit=page.limit,
+            newest_first=newest_first,
+            redactor=found.redactor,
+        )
+    else:
+        result = await read_set_page(
+            found.redis, key, offset=page.offset, limit=page.limit, newest_first=newest_first
+        )
     return SetPageOut(
         name=view.name,
         score_means=view.score_means,
@@ -185,10 +181,9 @@ async def list_queue_jobs(
 ) -> QueuePageOut:
     oldest_first = page.direction == "asc"
     key = found.keys.queue(name)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        result = await read_queue_page(
-            found.redis, key, offset=page.offset, limit=page.limit, oldest_first=oldest_first
-        )
+    result = await read_queue_page(
+        found.redis, key, offset=page.offset, limit=page.limit, oldest_first=oldest_first
+    )
     return QueuePageOut(
         queue=name,
         direction="asc" if oldest_first else "desc",
@@ -221,11 +216,7 @@ async def read_history(
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_POINTS)] = MAX_HISTORY_POINTS,
 ) -> HistoryOut:
     start, end = _window(since, until)
-    try:
-        totals, points = await _read_samples(found, start, end, queue=queue, limit=limit)
-    except (DBAPIError, OSError) as exc:
-        detail = DB_DOWN.format(reason=_first_line(exc))
-        raise Unavailable(detail, retry_after_seconds=found.settings.RETRY_AFTER_SECONDS) from exc
+    totals, points = await _read_samples(found, start, end, queue=queue, limit=limit)
     return HistoryOut(
         since=start,
         until=end,
@@ -247,11 +238,6 @@ async def _read_samples(
             return [TotalsPointOut.of(row) for row in rows], []
         points = await queue_points_between(session, queue, since, until, limit=limit)
         return [], [QueuePointOut.of(point) for point in points]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:

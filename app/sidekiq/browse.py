@@ -12,22 +12,17 @@ import binascii
 import math
 import re
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from app.errors import Unavailable
 from app.redact import OFF, Redactor
 from app.sidekiq.control import SortedSet
 from app.sidekiq.reader import epoch_seconds
 
-UNREACHABLE = "Sidekiq's Redis did not answer ({reason}); try again shortly"
 NOT_JSON = "not valid JSON"
 NOT_AN_OBJECT = "JSON, but not a job object"
 # A filter examines about SCAN_CALLS x SCAN_COUNT members and keeps at most MAX_MATCHES (a set
@@ -38,23 +33,6 @@ MAX_MATCHES = 1_000
 GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
 # An inflated backtrace larger than this is not shown (a bound on what one page decompresses).
 MAX_BACKTRACE_BYTES = 1_000_000
-
-
-class SidekiqUnavailable(Unavailable):
-    """Sidekiq's Redis cannot be reached or did not answer in time."""
-
-    error = "redis_unavailable"
-
-
-@contextmanager
-def translate_redis_errors(retry_after_seconds: int) -> Iterator[None]:
-    """Turns redis-py's (and the socket's) errors inside the block into SidekiqUnavailable."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        reason = str(exc).strip() or type(exc).__name__
-        detail = UNREACHABLE.format(reason=reason)
-        raise SidekiqUnavailable(detail, retry_after_seconds=retry_after_seconds) from exc
 
 
 @dataclass(frozen=True, slots=True)

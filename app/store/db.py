@@ -126,13 +126,12 @@ class BoundedSession(AsyncSession):
 
     def _raise_unavailable(self, exc: BaseException) -> None:
         """DatabaseUnavailable from `exc` when it means the database, not our query, failed."""
+        retry_after = self._retry_after_seconds
         if isinstance(exc, TimeoutError):
             detail = NO_ANSWER.format(seconds=self._deadline_seconds or 0)
-        elif is_outage(exc):
-            detail = UNREACHABLE.format(reason=_first_line(exc))
-        else:
-            return
-        raise DatabaseUnavailable(detail, retry_after_seconds=self._retry_after_seconds) from exc
+            raise DatabaseUnavailable(detail, retry_after_seconds=retry_after) from exc
+        if is_outage(exc):
+            raise database_unavailable(exc, retry_after_seconds=retry_after) from exc
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -143,6 +142,12 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, OSError | ConnectionError)
+
+
+def database_unavailable(exc: BaseException, *, retry_after_seconds: int) -> DatabaseUnavailable:
+    """The 503 for an outage (see is_outage): it names the database and the driver's reason."""
+    detail = UNREACHABLE.format(reason=_first_line(exc))
+    return DatabaseUnavailable(detail, retry_after_seconds=retry_after_seconds)
 
 
 def _first_line(exc: BaseException) -> str:

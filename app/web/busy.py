@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.deps import LimitDep, ResourcesDep, current_snapshot
 from app.domain import BusyJob, ProcessInfo, Snapshot
 from app.errors import InvalidInput, NotFound
-from app.sidekiq.browse import JobRecord, parse_job, redact, translate_redis_errors
+from app.sidekiq.browse import JobRecord, parse_job, redact
 from app.sidekiq.control import Control, Signal
 from app.sidekiq.reader import read_snapshot
 from app.web.auth import OperatorDep, ViewerDep, audit
@@ -142,8 +142,7 @@ async def signal_processes(
 ) -> RedirectResponse:
     """LPUSH TSTP or TERM onto `<identity>-signals`, as Sidekiq's Web UI does; each process
     reads it at its next heartbeat. The targets come from a fresh read, not the sampler's."""
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        targets = signal_targets(await read_snapshot(found.redis, found.keys), identity)
-        count = await Control(found.redis, found.keys).signal(targets, SIGNALS[signal])
+    targets = signal_targets(await read_snapshot(found.redis, found.keys), identity)
+    count = await Control(found.redis, found.keys).signal(targets, SIGNALS[signal])
     audit(request, who, signal, identity or "all", count)
     return RedirectResponse(done_url("/sidekiq/busy", signal, count), status_code=303)

@@ -4,8 +4,6 @@ confirmation that says how many will be pushed and how many skipped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, get_args
@@ -15,14 +13,13 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, field_validator
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.deps import Resources, resources
 from app.domain import Job, JobFilter, JobStatus, Percentiles, Snapshot, StuckRule, as_utc
-from app.errors import NotFound, Unavailable
+from app.errors import NotFound
 from app.manager import REQUEUABLE, RequeueReport, percentiles
-from app.sidekiq.browse import SetPage, search_set, translate_redis_errors
+from app.sidekiq.browse import SetPage, search_set
 from app.store.jobs import SearchStopped, completion_times, get_timeline
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render, summary
@@ -40,7 +37,6 @@ REQUEUE_LIMIT = 1_000
 TIMELINE_LIMIT = 500
 NOTICES = {"requeued": "Requeued {n} job{s} ({skipped} skipped)"}
 NO_SUCH_JOB = "The ledger has no job {jid!r}."
-DB_DOWN = "the database did not answer ({reason}); try again shortly"
 BAD_TIME = "not a date and time (YYYY-MM-DDTHH:MM, UTC)"
 
 
@@ -112,17 +108,6 @@ def is_stuck(job: Job, rule: StuckRule) -> bool:
     )
 
 
-@contextmanager
-def database_errors(settings: Settings) -> Iterator[None]:
-    """The database down or gone: a 503 page asking to retry, not a 500."""
-    try:
-        yield
-    except (DBAPIError, OSError) as exc:
-        reason = str(getattr(exc, "orig", exc)).strip() or type(exc).__name__
-        detail = DB_DOWN.format(reason=reason)
-        raise Unavailable(detail, retry_after_seconds=settings.RETRY_AFTER_SECONDS) from exc
-
-
 @dataclass(frozen=True, slots=True)
 class DurationPanel:
     """Wait, run and total percentiles over the newest completed jobs of a filter."""
@@ -179,15 +164,14 @@ async def jobs_page(
     found = resources(request)
     now = datetime.now(UTC)
     settings = found.settings
-    with database_errors(settings):
-        page = await found.manager.jobs(
-            shown.job_filter(settings, now), limit=settings.PAGE_SIZE, cursor=cursor
-        )
-        panel = None
-        if page.stopped:  # the sample would scan the same rows again
-            panel = DurationPanel.not_read()
-        elif durations or not shown.arguments:
-            panel = await _durations(found, shown.completed_filter(settings, now))
+    page = await found.manager.jobs(
+        shown.job_filter(settings, now), limit=settings.PAGE_SIZE, cursor=cursor
+    )
+    panel = None
+    if page.stopped:  # the sample would scan the same rows again
+        panel = DurationPanel.not_read()
+    elif durations or not shown.arguments:
+        panel = await _durations(found, shown.completed_filter(settings, now))
     rule = stuck_rule(settings, now)
     return await render(
         request,
@@ -209,11 +193,7 @@ async def _requeue(
     found: Resources, shown: LedgerFilter, *, dry_run: bool, limit: int
 ) -> RequeueReport:
     flt = shown.job_filter(found.settings, datetime.now(UTC))
-    with (
-        database_errors(found.settings),
-        translate_redis_errors(found.settings.RETRY_AFTER_SECONDS),
-    ):
-        return await found.manager.restart_uncompleted_jobs(flt, dry_run=dry_run, limit=limit)
+    return await found.manager.restart_uncompleted_jobs(flt, dry_run=dry_run, limit=limit)
 
 
 @router.get("/jobs/requeue")
@@ -295,12 +275,11 @@ async def job_page(
     request: Request, _who: ViewerDep, jid: Annotated[str, Path(max_length=255)]
 ) -> HTMLResponse:
     found = resources(request)
-    with database_errors(found.settings):
-        job = await found.manager.job(jid)
-        if job is None:
-            raise NotFound(NO_SUCH_JOB.format(jid=jid))
-        async with found.sessions() as session:
-            timeline = await get_timeline(session, jid, limit=TIMELINE_LIMIT + 1)
+    job = await found.manager.job(jid)
+    if job is None:
+        raise NotFound(NO_SUCH_JOB.format(jid=jid))
+    async with found.sessions() as session:
+        timeline = await get_timeline(session, jid, limit=TIMELINE_LIMIT + 1)
     snapshot = await summary(request)
     rule = stuck_rule(found.settings, datetime.now(UTC))
     return await render(

@@ -17,7 +17,6 @@ from app.manager import percentiles
 from app.store.job_stats import ClassStats, aggregate, finished_jobs
 from app.store.tables import read_time
 from app.web.auth import ViewerDep
-from app.web.ledger import database_errors
 from app.web.render import render
 
 router = APIRouter()
@@ -101,11 +100,10 @@ async def metrics_page(
     found = resources(request)
     cap = found.settings.METRICS_WINDOW_MAX_JOBS
     until = datetime.now(UTC)
-    with database_errors(found.settings):
-        async with found.sessions() as session:
-            jobs = await finished_jobs(
-                session, since=until - WINDOWS[window], until=until, limit=cap + 1
-            )
+    async with found.sessions() as session:
+        jobs = await finished_jobs(
+            session, since=until - WINDOWS[window], until=until, limit=cap + 1
+        )
     capped = len(jobs) > cap
     jobs = jobs[:cap]
     stats = aggregate(jobs)

@@ -22,7 +22,6 @@ from app.sidekiq.browse import (
     QueueEntry,
     read_queue_page,
     redact,
-    translate_redis_errors,
 )
 from app.sidekiq.control import Control
 from app.web.auth import OperatorDep, ViewerDep, audit
@@ -128,14 +127,13 @@ async def queue_page(
 ) -> HTMLResponse:
     """One page of the list: newest first as Sidekiq shows it, or oldest (next to run) first."""
     oldest_first = direction == "asc"
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        page = await read_queue_page(
-            found.redis,
-            found.keys.queue(name),
-            offset=offset,
-            limit=limit,
-            oldest_first=oldest_first,
-        )
+    page = await read_queue_page(
+        found.redis,
+        found.keys.queue(name),
+        offset=offset,
+        limit=limit,
+        oldest_first=oldest_first,
+    )
     return await render(
         request,
         "queue.html",
@@ -166,10 +164,9 @@ async def delete_job(
 ) -> RedirectResponse:
     """LREM of the exact bytes (count 1): a job already fetched by Sidekiq deletes nothing.
     The query (offset, direction) brings the person back to the page they were on."""
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        raw = await _job_bytes(found, name, job)
-        control = Control(found.redis, found.keys)
-        deleted = 0 if raw is None else int(await control.delete_from_queue(name, raw))
+    raw = await _job_bytes(found, name, job)
+    control = Control(found.redis, found.keys)
+    deleted = 0 if raw is None else int(await control.delete_from_queue(name, raw))
     audit(request, who, "delete_queued_job", name, deleted)
     kept: dict[str, int | str] = {"offset": offset} if offset else {}
     if direction:

@@ -32,7 +32,6 @@ from app.sidekiq.browse import (
     redact,
     redact_entries,
     search_set,
-    translate_redis_errors,
 )
 from app.sidekiq.control import Action, ActionResult, Control, EntryKey, uses_milliseconds
 from app.web.auth import OperatorDep, ViewerDep, audit
@@ -251,12 +250,11 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
     limit = _page_size(found.settings, query.limit)
     newest_first = page.view.newest_first if query.direction is None else query.direction == "desc"
     key = found.keys.key(page.view.source.value)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        result = await _read(
-            found.redis, key, query, limit=limit, newest_first=newest_first, redactor=found.redactor
-        )
-        # "All" acts on the whole set, filter or not: its confirmation names the set's size.
-        size = await found.redis.zcard(key) if query.substr else result.total
+    result = await _read(
+        found.redis, key, query, limit=limit, newest_first=newest_first, redactor=found.redactor
+    )
+    # "All" acts on the whole set, filter or not: its confirmation names the set's size.
+    size = await found.redis.zcard(key) if query.substr else result.total
     end = query.offset + len(result.entries)
     return await render(
         request,
@@ -335,13 +333,10 @@ async def _act(
     control = Control(found.redis, found.keys)
     ms = uses_milliseconds(found.collector.snapshot)
     source = page.view.source
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        if form.all:
-            result = await control.apply_to_all(
-                source, verb.action, limit=ALL_LIMIT, milliseconds=ms
-            )
-        else:
-            result = await control.apply_to_keys(source, verb.action, keys, milliseconds=ms)
+    if form.all:
+        result = await control.apply_to_all(source, verb.action, limit=ALL_LIMIT, milliseconds=ms)
+    else:
+        result = await control.apply_to_keys(source, verb.action, keys, milliseconds=ms)
     what = f"{verb.action.value}_all" if form.all else verb.action.value
     audit(request, who, what, page.name, result.done)
     return RedirectResponse(_done(back, verb, result), status_code=303)
@@ -371,8 +366,7 @@ def _done(back: str, verb: Verb, result: ActionResult) -> str:
 async def _entry_page(request: Request, page: SetPageKind, key: str) -> HTMLResponse:
     entry_key = _entry_key(page, key)
     found = resources(request)
-    with translate_redis_errors(found.settings.RETRY_AFTER_SECONDS):
-        members = await Control(found.redis, found.keys).members_at(page.view.source, entry_key)
+    members = await Control(found.redis, found.keys).members_at(page.view.source, entry_key)
     if not members:
         raise NotFound(GONE.format(title=page.title, key=key))
     entry = SortedEntry(entry_key.score, redact(parse_job(members[0]), found.redactor))

@@ -9,21 +9,21 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.sidekiq import browse
 from app.sidekiq.browse import (
     NOT_AN_OBJECT,
     NOT_JSON,
-    SidekiqUnavailable,
     format_score,
     glob_escape,
     parse_job,
     read_queue_page,
     read_set_page,
     search_set,
-    translate_redis_errors,
 )
 from app.sidekiq.control import EntryKey
+from app.sidekiq.errors import SidekiqUnavailable, redis_unavailable
 from app.sidekiq.keys import Keys
 from tests.sidekiq.layouts import NOW, V641, V812, Version, job, push, stamp
 
@@ -243,16 +243,15 @@ async def test_a_queue_page_newest_or_oldest_first(redis: Redis) -> None:
 
 
 async def test_redis_errors_become_unavailable() -> None:
+    """What a read of an unreachable Redis raises is what the app's handler translates."""
     down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-
-    async def read() -> None:
-        with translate_redis_errors(retry_after_seconds=7):
-            await read_set_page(down, "retry", offset=0, limit=5, newest_first=False)
-
     try:
-        with pytest.raises(SidekiqUnavailable, match="did not answer") as caught:
-            await read()
+        with pytest.raises(RedisError) as raised:
+            await read_set_page(down, "retry", offset=0, limit=5, newest_first=False)
     finally:
         await down.aclose()
-    assert caught.value.status == 503
-    assert caught.value.headers == {"Retry-After": "7"}
+    answer = redis_unavailable(raised.value, retry_after_seconds=7)
+    assert isinstance(answer, SidekiqUnavailable)
+    assert (answer.status, answer.error) == (503, "redis_unavailable")
+    assert answer.headers == {"Retry-After": "7"}
+    assert "Redis did not answer" in answer.detail
