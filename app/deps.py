@@ -25,11 +25,10 @@ from app.access import (
     from_authorization,
 )
 from app.config import Settings
-from app.domain import EventLimits, Snapshot
+from app.domain import EventLimits, Snapshot, SnapshotSource
 from app.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
-from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
 from app.redact import Redactor
 from app.sidekiq.keys import Keys
@@ -51,7 +50,8 @@ class Resources:
     writer: EventWriter
     manager: JobManager
     event_limits: EventLimits
-    collector: SidekiqCollector
+    # The sampler: its `latest` snapshot (None until its first tick, or when it is off).
+    sampler: SnapshotSource
     keys: Keys
     job_metrics: JobMetrics
     session_key: bytes
@@ -215,7 +215,7 @@ class CurrentSnapshot:
 
 async def current_snapshot(found: ResourcesDep) -> CurrentSnapshot:
     """The sampler's snapshot while younger than one sample interval, else a fresh read."""
-    latest = found.collector.snapshot
+    latest = found.sampler.latest
     if latest is not None:
         age = time.time() - latest.taken_at.timestamp()
         if age < found.settings.SAMPLE_INTERVAL_SECONDS:

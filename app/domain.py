@@ -6,6 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from app.redact import OFF, Redactor
 
@@ -355,3 +356,11 @@ class Snapshot:
     @property
     def busy(self) -> int:
         return sum(process.busy for process in self.processes)
+
+
+class SnapshotSource(Protocol):
+    """Who holds the newest snapshot (the sampler): the Prometheus collector and the routes
+    read it here, none keeps a copy."""
+
+    @property
+    def latest(self) -> Snapshot | None: ...

@@ -1,12 +1,12 @@
 """Composition root: create_app(settings) wires routes; the lifespan builds and tears down
-the engine, Redis client and event writer (in reverse)."""
+the engine, Redis client, event writer and sampler (in reverse, on one exit stack)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -88,15 +88,34 @@ def create_app(settings: Settings | None = None) -> SupervisorApp:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Builds every resource on one exit stack, so they are torn down in reverse, and so a
+    step that fails half-way closes what the steps before it opened."""
+    async with AsyncExitStack() as stack:
+        app.state.resources = await _open_resources(app, stack)
+        for endpoint in app.state.settings.open_endpoints():
+            log.warning(
+                "OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint
+            )
+        # Everything built so far (imports, app, engine, clients) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise rescan it whenever a burst
+        # of allocations (a batch of events, a page of 20,000 rows) triggers one: 70-120 ms each.
+        gc.freeze()
+        stack.callback(gc.unfreeze)
+        yield
+
+
+async def _open_resources(app: FastAPI, stack: AsyncExitStack) -> Resources:
     settings: Settings = app.state.settings
+    registry: CollectorRegistry = app.state.registry
     engine = create_engine(settings)
+    stack.push_async_callback(engine.dispose)
     redis = Redis.from_url(
         settings.REDIS_URL,
         client_name="sidekiq-supervisor",
         socket_timeout=settings.REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=settings.REDIS_TIMEOUT_SECONDS,
     )
-    registry = app.state.registry
+    stack.push_async_callback(redis.aclose)
     redactor = Redactor(split_keys(settings.REDACT_KEYS), settings.REDACT_PATTERNS)
     job_metrics = JobMetrics(
         registry,
@@ -106,19 +125,51 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     writer = EventWriter(engine, _writer_limits(settings), IngestMetrics(registry), job_metrics)
     await writer.start()
+    stack.push_async_callback(writer.stop)
     sessions = create_sessionmaker(
         engine,
         deadline_seconds=settings.DB_TIMEOUT_SECONDS,
         retry_after_seconds=settings.RETRY_AFTER_SECONDS,
     )
     keys = Keys(settings.REDIS_NAMESPACE)
-    collector = SidekiqCollector(max_age_seconds=3 * settings.SAMPLE_INTERVAL_SECONDS)
+    reconciler = _reconciler(settings, redis, keys, sessions, job_metrics, redactor)
+    sampler = _sampler(settings, redis, keys, sessions, registry, reconciler)
+    collector = SidekiqCollector(sampler, max_age_seconds=3 * settings.SAMPLE_INTERVAL_SECONDS)
     registry.register(collector)
-    sampler = Sampler(
+    stack.callback(registry.unregister, collector)
+    if settings.SAMPLER_ENABLED:
+        await sampler.start()
+        stack.push_async_callback(sampler.stop)
+    return Resources(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        redis=redis,
+        writer=writer,
+        manager=_manager(settings, sessions, redis, keys),
+        event_limits=EventLimits(
+            settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS, redactor
+        ),
+        sampler=sampler,
+        keys=keys,
+        job_metrics=job_metrics,
+        session_key=session_key(settings),
+        signins=SignIns(redis, keys, timeout_seconds=settings.REDIS_TIMEOUT_SECONDS),
+    )
+
+
+def _sampler(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    sessions: async_sessionmaker[AsyncSession],
+    registry: CollectorRegistry,
+    reconciler: Reconciler | None,
+) -> Sampler:
+    return Sampler(
         redis=redis,
         keys=keys,
         sessions=sessions,
-        collector=collector,
         metrics=SamplerMetrics(registry),
         config=SamplerConfig(
             interval_seconds=settings.SAMPLE_INTERVAL_SECONDS,
@@ -126,50 +177,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             retention_chunk_rows=settings.RETENTION_CHUNK_ROWS,
             timeout_seconds=settings.REDIS_TIMEOUT_SECONDS + settings.DB_TIMEOUT_SECONDS,
         ),
-        reconciler=_reconciler(settings, redis, keys, sessions, job_metrics, redactor),
+        reconciler=reconciler,
     )
-    if settings.SAMPLER_ENABLED:
-        await sampler.start()
-    app.state.resources = Resources(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
+
+
+def _manager(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis, keys: Keys
+) -> JobManager:
+    return JobManager(
+        sessions,
         redis=redis,
-        writer=writer,
-        manager=JobManager(
-            sessions,
-            redis=redis,
-            keys=keys,
-            page_size=settings.PAGE_SIZE,
-            sample_limit=settings.DURATION_SAMPLE_SIZE,
-            search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
-            process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
-            retry_after_seconds=settings.RETRY_AFTER_SECONDS,
-        ),
-        event_limits=EventLimits(
-            settings.MAX_ARGUMENTS_BYTES, settings.MAX_ERROR_MESSAGE_CHARS, redactor
-        ),
-        collector=collector,
         keys=keys,
-        job_metrics=job_metrics,
-        session_key=session_key(settings),
-        signins=SignIns(redis, keys, timeout_seconds=settings.REDIS_TIMEOUT_SECONDS),
+        page_size=settings.PAGE_SIZE,
+        sample_limit=settings.DURATION_SAMPLE_SIZE,
+        search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
+        process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
+        retry_after_seconds=settings.RETRY_AFTER_SECONDS,
     )
-    for endpoint in settings.open_endpoints():
-        log.warning("OPEN WITHOUT CREDENTIALS: %s; set it before exposing this service", endpoint)
-    # Everything built so far (imports, app, engine, clients) lives as long as the process: keep
-    # it out of the collector's full passes, which otherwise rescan it whenever a burst of
-    # allocations (a batch of events, a page of 20,000 rows) triggers one: 70-120 ms each.
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        await sampler.stop()
-        registry.unregister(collector)
-        await writer.stop()
-        await redis.aclose()
-        await engine.dispose()
 
 
 def _reconciler(

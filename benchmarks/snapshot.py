@@ -38,9 +38,10 @@ from app.config import Settings
 from app.domain import Snapshot
 from app.main import SupervisorApp, create_app
 from app.metrics.collector import SidekiqCollector
+from app.sampler.runner import Sampler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
-from tests.sidekiq.layouts import V7, job, process
+from tests.sidekiq.layouts import V7, Held, job, process
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -206,8 +207,7 @@ async def add_retries(redis: Redis, keys: Keys, start: int, stop: int) -> None:
 
 
 def registry_for(snapshot: Snapshot) -> CollectorRegistry:
-    collector = SidekiqCollector(max_age_seconds=3600)
-    collector.update(snapshot)
+    collector = SidekiqCollector(Held(snapshot), max_age_seconds=3600)
     registry = CollectorRegistry()
     registry.register(collector)
     return registry
@@ -262,13 +262,14 @@ async def time_http_scrapes(snapshots: Mapping[str, Snapshot], tmp: Path) -> dic
     )
     app: SupervisorApp = create_app(settings)
     async with app.router.lifespan_context(app):
-        collector: SidekiqCollector = app.state.resources.collector
+        # The benchmark plays the sampler: each scrape renders the snapshot it swaps in.
+        sampler: Sampler = app.state.resources.sampler
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
 
             def scrape_of(snapshot: Snapshot) -> Call:
                 async def scrape() -> None:
-                    collector.update(snapshot)
+                    sampler.latest = snapshot
                     response = await client.get("/prometheus/metrics")
                     if b"sidekiq_queue_enqueued_jobs" not in response.content:
                         raise RuntimeError(f"scrape without Sidekiq metrics: {response.text}")

@@ -135,7 +135,7 @@ async def set_action(
     if source is SortedSet.DEAD and body.action is Action.KILL:
         raise InvalidInput({"action": NO_KILL_FROM_DEAD})
     control = Control(found.redis, found.keys)
-    ms = uses_milliseconds(found.collector.snapshot)
+    ms = uses_milliseconds(found.sampler.latest)
     if body.all:
         result = await control.apply_to_all(source, body.action, limit=body.limit, milliseconds=ms)
     else:

@@ -1,6 +1,6 @@
 """The Ruby exporter's standard Sidekiq metrics, rendered from the latest Snapshot.
 
-A custom collector: every scrape builds fresh families from the snapshot the sampler swapped in,
+A custom collector: every scrape builds fresh families from the sampler's latest snapshot,
 so scrapes never touch Redis and vanished queues and hosts simply disappear. Names, labels and
 arithmetic follow sidekiq-prometheus-exporter 0.4.0 (SIDEKIQ.md §5.2).
 """
@@ -15,27 +15,26 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.domain import Snapshot
+from app.domain import Snapshot, SnapshotSource
 
 
 class SidekiqCollector(Collector):
-    """Holds the newest snapshot; hides it once it is older than `max_age_seconds`, so an
-    outage shows as absent series (and alerts on absence fire) rather than frozen numbers."""
+    """Renders `source`'s newest snapshot; hides it once it is older than `max_age_seconds`, so
+    an outage shows as absent series (and alerts on absence fire) rather than frozen numbers."""
 
-    def __init__(self, max_age_seconds: float, clock: Callable[[], float] = time.time) -> None:
-        self._snapshot: Snapshot | None = None
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
         self._max_age_seconds = max_age_seconds
         self._clock = clock
 
-    def update(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot  # one reference swap: a scrape sees the old or the new one
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self._snapshot
-
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot
+        snap = self._source.latest  # read once: the families below agree with each other
         age = math.inf if snap is None else self._clock() - snap.taken_at.timestamp()
         yield GaugeMetricFamily(
             "supervisor_sidekiq_snapshot_age_seconds",

@@ -1,1 +1,1 @@
-"""The background sampler: Redis snapshots into the collector and, on the leader, into MySQL."""
+"""The background sampler: the latest Redis snapshot and, on the leader, history in MySQL."""

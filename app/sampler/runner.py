@@ -1,6 +1,7 @@
-"""The sampler loop. Every tick reads a Snapshot, swaps it into the Prometheus collector and,
-on the replica holding the Redis leader lock, persists it as history and runs one retention
-chunk. A failed tick is logged and counted by stage; the loop itself never dies."""
+"""The sampler loop. Every tick reads a Snapshot and keeps it as `latest` (what the Prometheus
+collector and the routes read) and, on the replica holding the Redis leader lock, persists it
+as history and runs one retention chunk. A failed tick is logged and counted by stage; the
+loop itself never dies."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import Snapshot
-from app.metrics.collector import SidekiqCollector
 from app.metrics.process import SamplerMetrics
 from app.sampler.reconcile import Reconciler
 from app.sidekiq.keys import Keys
@@ -62,7 +62,8 @@ def replica_identity() -> str:
 
 
 class Sampler:
-    """Runs `tick` every interval in the app's lifespan."""
+    """Runs `tick` every interval in the app's lifespan. `latest` is the newest snapshot it
+    read (None before the first): it owns it, the collector and the routes read it."""
 
     def __init__(
         self,
@@ -70,7 +71,6 @@ class Sampler:
         redis: Redis,
         keys: Keys,
         sessions: async_sessionmaker[AsyncSession],
-        collector: SidekiqCollector,
         metrics: SamplerMetrics,
         config: SamplerConfig,
         reconciler: Reconciler | None = None,
@@ -79,12 +79,12 @@ class Sampler:
         self._redis = redis
         self._keys = keys
         self._sessions = sessions
-        self._collector = collector
         self._metrics = metrics
         self._config = config
         self._reconciler = reconciler
         self.identity = identity or replica_identity()
         self._task: asyncio.Task[None] | None = None
+        self.latest: Snapshot | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sidekiq-sampler")
@@ -137,7 +137,7 @@ class Sampler:
         self._metrics.duration.observe(time.perf_counter() - started)
         self._metrics.redis_up.set(1)
         self._metrics.last_success.set(snapshot.taken_at.timestamp())
-        self._collector.update(snapshot)
+        self.latest = snapshot  # one reference swap: a reader sees the old or the new one
         return snapshot
 
     async def _is_leader(self) -> bool:

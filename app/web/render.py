@@ -148,7 +148,7 @@ async def summary(request: Request) -> Snapshot | None:
     """The summary bar's numbers: the sampler's snapshot while fresh, else one read of Redis;
     None when Redis does not answer (the page still renders, with a warning)."""
     found = resources(request)
-    latest = found.collector.snapshot
+    latest = found.sampler.latest
     if latest is not None and time.time() - latest.taken_at.timestamp() < (
         found.settings.SAMPLE_INTERVAL_SECONDS
     ):

@@ -331,7 +331,7 @@ async def _act(
     keys = list(dict.fromkeys(_entry_key(page, key) for key in form.keys))
     found = resources(request)
     control = Control(found.redis, found.keys)
-    ms = uses_milliseconds(found.collector.snapshot)
+    ms = uses_milliseconds(found.sampler.latest)
     source = page.view.source
     if form.all:
         result = await control.apply_to_all(source, verb.action, limit=ALL_LIMIT, milliseconds=ms)

@@ -16,6 +16,7 @@ from app.domain import BusyJob, EventName, JobEvent, ProcessInfo, QueueStats, Sn
 from app.metrics.collector import SidekiqCollector
 from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics, SamplerMetrics
+from tests.sidekiq.layouts import Held
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "alerts"
@@ -133,9 +134,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     sampler.errors.labels("redis").inc()
     sampler.rows_deleted.labels("samples").inc(0)
     _observe_jobs(JobMetrics(registry, max_workers=10, max_queues=10, max_error_classes=10))
-    collector = SidekiqCollector(max_age_seconds=60.0)
-    collector.update(_snapshot())
-    registry.register(collector)
+    registry.register(SidekiqCollector(Held(_snapshot()), max_age_seconds=60.0))
     series: dict[str, set[str]] = {}
     for family in registry.collect():
         for sample in family.samples:

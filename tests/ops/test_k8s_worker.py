@@ -25,7 +25,7 @@ from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from tests.live import refused_url, run_supervisor
 from tests.ops.manifests import K8S, Rendering, render_all
-from tests.sidekiq.layouts import NOW, V7, process, push
+from tests.sidekiq.layouts import NOW, V7, Held, process, push
 
 KEYS = Keys()
 ADMIN_TOKEN = "admin-token-for-the-drain"
@@ -68,8 +68,8 @@ async def test_the_worker_scales_on_a_metric_the_supervisor_exports(
     assert trigger["metadata"]["query"] == f'max({name}{{{label}="{queue}"}})'
     promtool_check([trigger["metadata"]["query"]])
     await push(redis, KEYS, V7, queue, 45.0)
-    collector = SidekiqCollector(max_age_seconds=60, clock=lambda: NOW)
-    collector.update(await read_snapshot(redis, KEYS, clock=lambda: NOW))
+    snapshot = await read_snapshot(redis, KEYS, clock=lambda: NOW)
+    collector = SidekiqCollector(Held(snapshot), max_age_seconds=60, clock=lambda: NOW)
     registry = CollectorRegistry()
     registry.register(collector)
     assert registry.get_sample_value(name, {label: queue}) == 45.0

@@ -1,4 +1,5 @@
-"""The sampler: snapshots into the collector, history on the leader only, failures survived."""
+"""The sampler: its latest snapshot (what the collector exports), history on the leader only,
+failures survived."""
 
 from __future__ import annotations
 
@@ -44,9 +45,8 @@ def make_sampler(
     registry: CollectorRegistry,
     *,
     reconcile: bool = False,
-) -> tuple[Sampler, SidekiqCollector]:
-    collector = SidekiqCollector(max_age_seconds=30)
-    registry.register(collector)
+) -> Sampler:
+    """A sampler whose latest snapshot `registry` exports, as the app wires them."""
     sessions = create_sessionmaker(engine)
     reconciler = None
     if reconcile:
@@ -58,13 +58,13 @@ def make_sampler(
         redis=redis,
         keys=Keys(),
         sessions=sessions,
-        collector=collector,
         metrics=SamplerMetrics(registry),
         config=CONFIG,
         reconciler=reconciler,
         identity=identity,
     )
-    return sampler, collector
+    registry.register(SidekiqCollector(sampler, max_age_seconds=30))
+    return sampler
 
 
 async def count(engine: AsyncEngine, table: type[SidekiqSampleRow | QueueSampleRow]) -> int:
@@ -78,8 +78,8 @@ async def test_only_the_leader_writes_history(redis: Redis, engine: AsyncEngine)
     await push(redis, keys, V7, "mail", 2.0)
     await process(redis, keys, V7, hostname="w1", concurrency=3, queues=["default"])
     first_registry, second_registry = CollectorRegistry(), CollectorRegistry()
-    first, first_collector = make_sampler(redis, engine, "replica-a", first_registry)
-    second, second_collector = make_sampler(redis, engine, "replica-b", second_registry)
+    first = make_sampler(redis, engine, "replica-a", first_registry)
+    second = make_sampler(redis, engine, "replica-b", second_registry)
 
     assert await first.tick() is not None
     assert await second.tick() is not None
@@ -90,9 +90,10 @@ async def test_only_the_leader_writes_history(redis: Redis, engine: AsyncEngine)
     assert first_registry.get_sample_value("supervisor_sampler_leader") == 1
     assert second_registry.get_sample_value("supervisor_sampler_leader") == 0
     # Both replicas serve fresh numbers from their own snapshot.
-    assert second_collector.snapshot is not None
+    assert second.latest is not None
+    assert second.latest.enqueued == 3
     assert second_registry.get_sample_value("sidekiq_enqueued_jobs") == 3
-    assert first_collector.snapshot is not None
+    assert first.latest is not None
 
     await first.start()
     await first.stop()  # releasing the lock lets the other replica lead at once
@@ -104,17 +105,18 @@ async def test_only_the_leader_writes_history(redis: Redis, engine: AsyncEngine)
 async def test_a_redis_outage_is_counted_and_survived(engine: AsyncEngine) -> None:
     registry = CollectorRegistry()
     dead = Redis.from_url("redis://127.0.0.1:1/0")
-    sampler, collector = make_sampler(dead, engine, "lonely", registry)
+    sampler = make_sampler(dead, engine, "lonely", registry)
     assert await sampler.tick() is None
     assert await sampler.tick() is None
     await dead.aclose()
     assert registry.get_sample_value("supervisor_sampler_errors_total", {"stage": "redis"}) == 2
     assert registry.get_sample_value("supervisor_redis_up") == 0
-    assert collector.snapshot is None
+    assert sampler.latest is None
 
     alive = Redis.from_url(REDIS_URL)
-    sampler, collector = make_sampler(alive, engine, "lonely", CollectorRegistry())
+    sampler = make_sampler(alive, engine, "lonely", CollectorRegistry())
     assert await sampler.tick() is not None
+    assert sampler.latest is not None
     await alive.aclose()
 
 
@@ -130,7 +132,7 @@ async def test_retention_deletes_old_rows_in_chunks(redis: Redis, engine: AsyncE
             ]
             + [JobEvent(jid="new", event=EventName.QUEUED, at=fresh, received_at=fresh)],
         )
-    sampler, _ = make_sampler(redis, engine, "janitor", CollectorRegistry())
+    sampler = make_sampler(redis, engine, "janitor", CollectorRegistry())
     await sampler.tick()
     async with engine.connect() as conn:
         left = (await conn.execute(select(func.count()).select_from(JobRow))).scalar_one()
@@ -157,7 +159,7 @@ async def test_only_the_leader_reconciles_and_exports_the_lost_gauge(
         )
     registries = CollectorRegistry(), CollectorRegistry()
     samplers = [
-        make_sampler(redis, engine, identity, registry, reconcile=True)[0]
+        make_sampler(redis, engine, identity, registry, reconcile=True)
         for identity, registry in zip(("replica-a", "replica-b"), registries, strict=True)
     ]
     lost = ("sidekiq_jobs_lost", {"queue": "q", "worker": "HardJob"})

@@ -11,9 +11,17 @@ import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from app.domain import Snapshot
 from app.sidekiq.keys import Keys
 
 NOW = 1_750_000_000.0  # the clock the tests read snapshots with
+
+
+@dataclass
+class Held:
+    """A snapshot source (what the sampler is to the collector) holding what a test gives it."""
+
+    latest: Snapshot | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from app.metrics.collector import SidekiqCollector
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
-from tests.sidekiq.layouts import NOW, V7, process, push
+from tests.sidekiq.layouts import NOW, V7, Held, process, push
 
 STANDARD = {
     "sidekiq_processed_jobs",
@@ -43,8 +43,7 @@ async def test_every_standard_metric_with_the_exporters_labels(redis: Redis) -> 
     )  # fmt: skip
     await process(redis, keys, V7, hostname="web-1", concurrency=5, queues=["low"], quiet=True)
     snapshot = await read_snapshot(redis, keys, clock=lambda: NOW)
-    collector = SidekiqCollector(max_age_seconds=30, clock=lambda: NOW + 1)
-    collector.update(snapshot)
+    collector = SidekiqCollector(Held(snapshot), max_age_seconds=30, clock=lambda: NOW + 1)
     registry = CollectorRegistry()
     registry.register(collector)
 
@@ -76,15 +75,16 @@ async def test_vanished_queues_disappear_and_stale_snapshots_are_hidden(redis: R
     keys = Keys()
     await push(redis, keys, V7, "doomed", 1.0)
     clock = [NOW]
-    collector = SidekiqCollector(max_age_seconds=30, clock=lambda: clock[0])
+    sampler = Held()
+    collector = SidekiqCollector(sampler, max_age_seconds=30, clock=lambda: clock[0])
     registry = CollectorRegistry()
     registry.register(collector)
-    collector.update(await read_snapshot(redis, keys, clock=lambda: NOW))
+    sampler.latest = await read_snapshot(redis, keys, clock=lambda: NOW)
     assert registry.get_sample_value("sidekiq_queue_enqueued_jobs", {"name": "doomed"}) == 1
 
     await redis.delete(keys.queue("doomed"))
     await redis.srem(keys.queues, "doomed")
-    collector.update(await read_snapshot(redis, keys, clock=lambda: NOW))
+    sampler.latest = await read_snapshot(redis, keys, clock=lambda: NOW)
     assert registry.get_sample_value("sidekiq_queue_enqueued_jobs", {"name": "doomed"}) is None
 
     clock[0] = NOW + 31
@@ -94,7 +94,7 @@ async def test_vanished_queues_disappear_and_stale_snapshots_are_hidden(redis: R
 
 def test_nothing_but_the_age_before_the_first_snapshot() -> None:
     registry = CollectorRegistry()
-    registry.register(SidekiqCollector(max_age_seconds=30))
+    registry.register(SidekiqCollector(Held(), max_age_seconds=30))
     text = generate_latest(registry).decode()
     assert [f.name for f in text_string_to_metric_families(text)] == [
         "supervisor_sidekiq_snapshot_age_seconds"

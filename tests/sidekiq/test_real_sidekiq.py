@@ -18,6 +18,7 @@ from app.domain import Snapshot
 from app.metrics.collector import SidekiqCollector
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
+from tests.sidekiq.layouts import Held
 from tests.sidekiq.real_sidekiq import RealSidekiq, RubyView, job, start_sidekiq
 
 pytestmark = pytest.mark.slow
@@ -113,8 +114,9 @@ def assert_same_latency(snapshot: Snapshot, ours: float, theirs: float, view: Ru
 
 
 def render(snapshot: Snapshot) -> CollectorRegistry:
-    collector = SidekiqCollector(max_age_seconds=60, clock=snapshot.taken_at.timestamp)
-    collector.update(snapshot)
+    collector = SidekiqCollector(
+        Held(snapshot), max_age_seconds=60, clock=snapshot.taken_at.timestamp
+    )
     registry = CollectorRegistry()
     registry.register(collector)
     return registry
