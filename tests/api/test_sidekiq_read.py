@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.domain import QueueStats, Snapshot
 from app.main import SupervisorApp, create_app
+from app.sampler.runner import Sampler
 from app.sidekiq import browse
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
@@ -155,14 +156,15 @@ async def test_a_fresh_sampler_snapshot_is_served_and_a_stale_one_is_not(
     served: tuple[SupervisorApp, AsyncClient], redis: Redis
 ) -> None:
     application, http = served
-    collector = application.state.resources.collector
+    # The test plays the sampler's tick: what it read last is its `latest`.
+    sampler: Sampler = application.state.resources.sampler
     await redis.set("stat:processed", 99)
     interval = application.state.settings.SAMPLE_INTERVAL_SECONDS
 
-    collector.update(sampled(datetime.now(UTC)))
+    sampler.latest = sampled(datetime.now(UTC))
     fresh = await get(http, "/api/v1/stats")
     queues = await get(http, "/api/v1/queues")
-    collector.update(sampled(datetime.now(UTC) - timedelta(seconds=interval + 1)))
+    sampler.latest = sampled(datetime.now(UTC) - timedelta(seconds=interval + 1))
     stale = await get(http, "/api/v1/stats")
 
     assert (fresh["from_sampler"], fresh["processed"], fresh["default_latency_seconds"]) == (
