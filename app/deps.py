@@ -11,7 +11,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -185,6 +185,9 @@ def _quoted(value: str) -> str:
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
 BAD_LIMIT = "must be between 1 and {maximum}"
+MAX_OFFSET = 1_000_000_000
+# Where a page starts, in the API and the GUI alike.
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip.")]
 
 
 def page_limit(found: ResourcesDep, limit: int | None = None) -> int:

@@ -244,6 +244,13 @@ class Page:
     stopped: bool = False
 
 
+def next_offset(offset: int, count: int, total: int) -> int | None:
+    """Where the page after one of `count` entries from `offset` (of `total`) starts; None on
+    the last page."""
+    end = offset + count
+    return end if count and end < total else None
+
+
 @dataclass(frozen=True, slots=True)
 class Percentiles:
     """A duration distribution in seconds over `count` jobs (None when count is 0)."""

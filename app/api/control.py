@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, Field, StrictBool, model_valida
 from app.api.schemas import ErrorOut, JobOut
 from app.deps import ManagerDep, ResourcesDep, require_admin
 from app.domain import JobFilter
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.sidekiq.control import (
     Action,
     Control,
@@ -20,6 +20,7 @@ from app.sidekiq.control import (
     Signal,
     SortedSet,
     drain_host,
+    signal_targets,
     uses_milliseconds,
 )
 from app.sidekiq.reader import read_snapshot
@@ -34,8 +35,6 @@ router = APIRouter(
 SETS = {"retries": SortedSet.RETRY, "scheduled": SortedSet.SCHEDULE, "dead": SortedSet.DEAD}
 NO_KILL_FROM_DEAD = "dead entries are already dead: use retry or delete"
 KEYS_OR_ALL = "give `keys` (the entries' <score>-<jid> keys) or `all: true`, not both"
-BAD_KEY = "not a <score>-<jid> entry key: {key!r}"
-NO_PROCESS = "no live Sidekiq process {identity!r}"
 NOT_A_BOOLEAN = "must be a JSON boolean (true or false): a switch that acts takes nothing else"
 
 
@@ -150,8 +149,8 @@ async def set_action(
 def _entry_key(key: str) -> EntryKey:
     try:
         return EntryKey.parse(key)
-    except ValueError:
-        raise InvalidInput({"keys": BAD_KEY.format(key=key)}) from None
+    except ValueError as exc:
+        raise InvalidInput({"keys": str(exc)}) from None
 
 
 @router.post("/processes/{signal}", response_model=SignalOut, summary="Quiet or stop processes")
@@ -160,13 +159,9 @@ async def signal_processes(
     found: ResourcesDep,
     identity: Annotated[list[str] | None, Query(description="Default: every process.")] = None,
 ) -> SignalOut:
-    """Sidekiq acts on the signal at its next heartbeat (5 s on 6.x, 10 s on 7+)."""
-    snapshot = await read_snapshot(found.redis, found.keys)
-    live = {process.identity for process in snapshot.processes if not process.embedded}
-    targets = sorted(live) if not identity else identity
-    for name in targets:
-        if name not in live:
-            raise NotFound(NO_PROCESS.format(identity=name))
+    """Sidekiq acts on the signal at its next heartbeat (5 s on 6.x, 10 s on 7+). 404 for a
+    process that is not live; 422 for an embedded one (it takes no signals)."""
+    targets = signal_targets(await read_snapshot(found.redis, found.keys), identity or [])
     await Control(found.redis, found.keys).signal(
         targets, Signal.QUIET if signal == "quiet" else Signal.STOP
     )

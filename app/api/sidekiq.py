@@ -32,11 +32,12 @@ from app.api.sidekiq_schemas import (
     StatsOut,
     TotalsPointOut,
 )
-from app.deps import LimitDep, ResourcesDep, SnapshotDep, require_reader
-from app.domain import OUT_OF_RANGE, as_utc
+from app.deps import LimitDep, Offset, ResourcesDep, SnapshotDep, require_reader
+from app.domain import OUT_OF_RANGE, as_utc, next_offset
 from app.errors import InvalidInput
 from app.sidekiq.browse import (
     DEAD,
+    MAX_SUBSTR_CHARS,
     RETRIES,
     SCHEDULED,
     SetView,
@@ -61,8 +62,6 @@ router = APIRouter(
 
 HISTORY_WINDOW = timedelta(hours=24)
 MAX_HISTORY_POINTS = 10_000
-MAX_OFFSET = 1_000_000_000
-MAX_SUBSTR_CHARS = 200
 EMPTY_RANGE = "must be before `until`"
 
 
@@ -72,7 +71,7 @@ class PageParams:
     def __init__(
         self,
         limit: LimitDep,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip.")] = 0,
+        offset: Offset = 0,
         direction: Annotated[
             Direction | None, Query(description="asc: oldest/lowest first (default per list).")
         ] = None,
@@ -166,7 +165,7 @@ async def _set_page(
         offset=page.offset,
         limit=page.limit,
         total=result.total,
-        next_offset=_next_offset(page.offset, len(result.entries), result.total),
+        next_offset=next_offset(page.offset, len(result.entries), result.total),
         substr=substr,
         scan_complete=result.scan_complete,
         items=[SetEntryOut.of(entry) for entry in redact_entries(result.entries, found.redactor)],
@@ -190,17 +189,12 @@ async def list_queue_jobs(
         offset=page.offset,
         limit=page.limit,
         total=result.total,
-        next_offset=_next_offset(page.offset, len(result.entries), result.total),
+        next_offset=next_offset(page.offset, len(result.entries), result.total),
         items=[
             QueueEntryOut.of(replace(entry, job=redact(entry.job, found.redactor)))
             for entry in result.entries
         ],
     )
-
-
-def _next_offset(offset: int, count: int, total: int) -> int | None:
-    end = offset + count
-    return end if count and end < total else None
 
 
 @router.get(

@@ -30,6 +30,8 @@ NOT_AN_OBJECT = "JSON, but not a job object"
 SCAN_COUNT = 500
 SCAN_CALLS = 20
 MAX_MATCHES = 1_000
+# The longest filter text the API and the GUI take.
+MAX_SUBSTR_CHARS = 200
 GLOB_SPECIALS = re.compile(r"([*?\[\]\\])")
 # An inflated backtrace larger than this is not shown (a bound on what one page decompresses).
 MAX_BACKTRACE_BYTES = 1_000_000

@@ -4,8 +4,9 @@ another replica moves a job once or not at all. Payloads keep their exact bytes 
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -15,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.domain import Snapshot
+from app.errors import InvalidInput, NotFound
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 
@@ -51,6 +53,9 @@ REQUEUE_GUARD_TTL_SECONDS = 7 * 24 * 3600
 DEAD_TIMEOUT_SECONDS = 180 * 24 * 3600
 DEAD_MAX_JOBS = 10_000
 BULK_PAGE = 100
+NO_PROCESS = "no live Sidekiq process {identity!r}: it may have stopped"
+EMBEDDED = "{identity!r} is an embedded Sidekiq, which ignores quiet and stop signals"
+NOT_A_KEY = "not a <score>-<jid> entry key: {key!r}"
 
 
 class SortedSet(StrEnum):
@@ -92,8 +97,31 @@ class EntryKey:
 
     @classmethod
     def parse(cls, key: str) -> EntryKey:
+        """ValueError unless `key` is a number (not NaN), a dash and a jid."""
         score, _, jid = key.partition("-")
-        return cls(float(score), jid)
+        try:
+            parsed = cls(float(score), jid)
+        except ValueError:
+            raise ValueError(NOT_A_KEY.format(key=key)) from None
+        if math.isnan(parsed.score) or not jid:
+            raise ValueError(NOT_A_KEY.format(key=key))
+        return parsed
+
+
+def signal_targets(snapshot: Snapshot, identities: Sequence[str]) -> list[str]:
+    """The processes a quiet or stop goes to: those named (each once), or with none named every
+    live one that is not embedded. 404 for a name that is no live process; 422 for an embedded
+    one, which Sidekiq 7.0.3+ refuses to signal: it exists, it just takes no signals."""
+    if not identities:
+        return sorted(p.identity for p in snapshot.processes if not p.embedded)
+    live = {process.identity: process for process in snapshot.processes}
+    for identity in identities:
+        process = live.get(identity)
+        if process is None:
+            raise NotFound(NO_PROCESS.format(identity=identity))
+        if process.embedded:
+            raise InvalidInput({"identity": EMBEDDED.format(identity=identity)})
+    return list(dict.fromkeys(identities))
 
 
 def uses_milliseconds(snapshot: Snapshot | None) -> bool:

@@ -10,14 +10,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.deps import LimitDep, ResourcesDep, current_snapshot
-from app.domain import BusyJob, ProcessInfo, Snapshot
-from app.errors import InvalidInput, NotFound
+from app.deps import LimitDep, Offset, ResourcesDep, current_snapshot
+from app.domain import BusyJob, ProcessInfo, Snapshot, next_offset
 from app.sidekiq.browse import JobRecord, parse_job, redact
-from app.sidekiq.control import Control, Signal
+from app.sidekiq.control import Control, Signal, signal_targets
 from app.sidekiq.reader import read_snapshot
 from app.web.auth import OperatorDep, ViewerDep, audit
-from app.web.queues import Offset, next_offset
 from app.web.render import done_url, pick_notice, render
 
 router = APIRouter()
@@ -30,8 +28,6 @@ NOTICES = {
     "stop": "Asked {n} process(es) to stop (TERM): they shut down at their next heartbeat; jobs "
     "still running after Sidekiq's timeout go back to their queues.",
 }
-NO_PROCESS = "no live Sidekiq process {identity!r}: it may have stopped; reload the Busy page"
-EMBEDDED = "{identity!r} is an embedded Sidekiq, which ignores quiet and stop signals"
 # Sidekiq's Web UI thresholds for RSS (web/helpers.rb format_memory).
 KB_UNDER_MB = 100_000
 KB_UNDER_GB = 10_000_000
@@ -119,19 +115,6 @@ async def busy_page(
     )
 
 
-def signal_targets(snapshot: Snapshot, identity: str | None) -> list[str]:
-    """One named live process, or (None) every live one that is not embedded: Sidekiq 7.0.3+
-    refuses to signal embedded processes."""
-    if identity is None:
-        return sorted(process.identity for process in snapshot.processes if not process.embedded)
-    found = next((p for p in snapshot.processes if p.identity == identity), None)
-    if found is None:
-        raise NotFound(NO_PROCESS.format(identity=identity))
-    if found.embedded:
-        raise InvalidInput({"identity": EMBEDDED.format(identity=identity)})
-    return [identity]
-
-
 @router.post("/busy")
 async def signal_processes(
     request: Request,
@@ -142,7 +125,8 @@ async def signal_processes(
 ) -> RedirectResponse:
     """LPUSH TSTP or TERM onto `<identity>-signals`, as Sidekiq's Web UI does; each process
     reads it at its next heartbeat. The targets come from a fresh read, not the sampler's."""
-    targets = signal_targets(await read_snapshot(found.redis, found.keys), identity)
+    snapshot = await read_snapshot(found.redis, found.keys)
+    targets = signal_targets(snapshot, [identity] if identity else [])
     count = await Control(found.redis, found.keys).signal(targets, SIGNALS[signal])
     audit(request, who, signal, identity or "all", count)
     return RedirectResponse(done_url("/sidekiq/busy", signal, count), status_code=303)

@@ -14,7 +14,8 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.deps import LimitDep, Resources, ResourcesDep, current_snapshot
+from app.deps import LimitDep, Offset, Resources, ResourcesDep, current_snapshot
+from app.domain import next_offset
 from app.errors import InvalidInput
 from app.redact import Redactor
 from app.sidekiq.browse import (
@@ -29,7 +30,6 @@ from app.web.render import done_url, pick_notice, render
 
 router = APIRouter()
 
-MAX_OFFSET = 1_000_000_000
 MAX_NAME_CHARS = 255
 # A job's bytes travel base64-encoded in the form: exact even when they are not UTF-8 or hold
 # line breaks a browser would rewrite. Sidekiq caps nothing, so the bound is generous.
@@ -46,15 +46,8 @@ NOTICES = {
     "gone": "That job was no longer in the queue (already fetched or deleted): {n} deleted.",
 }
 
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Entries to skip.")]
 QueueName = Annotated[str, Path(min_length=1, max_length=MAX_NAME_CHARS)]
 Direction = Annotated[Literal["asc", "desc"] | None, Query(description="asc: oldest first.")]
-
-
-def next_offset(offset: int, count: int, total: int) -> int | None:
-    """Where the next page starts, None on the last one."""
-    end = offset + count
-    return end if count and end < total else None
 
 
 def queue_path(name: str) -> str:

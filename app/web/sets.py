@@ -4,7 +4,6 @@ and retry now / add to queue / delete / kill for one entry, the selected or all,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -16,11 +15,13 @@ from redis.asyncio import Redis
 
 from app.access import Principal
 from app.config import Settings
-from app.deps import resources
+from app.deps import MAX_OFFSET, Offset, resources
+from app.domain import next_offset
 from app.errors import InvalidInput, NotFound
 from app.redact import Redactor
 from app.sidekiq.browse import (
     DEAD,
+    MAX_SUBSTR_CHARS,
     RETRIES,
     SCHEDULED,
     SetPage,
@@ -40,8 +41,6 @@ from app.web.render import done_url, pick_notice, render
 router = APIRouter()
 
 Direction = Literal["asc", "desc"]
-MAX_OFFSET = 1_000_000_000
-MAX_SUBSTR_CHARS = 200
 MAX_KEY_CHARS = 200
 MAX_KEYS = 1_000  # more than a page holds (MAX_PAGE_SIZE); a bound on one form
 ALL_LIMIT = 100_000  # "all" moves at most this many per click, like the API's largest limit
@@ -158,7 +157,7 @@ class ListQuery:
 
     def __init__(
         self,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        offset: Offset = 0,
         limit: Annotated[int | None, Query(ge=1, le=MAX_OFFSET)] = None,
         direction: Direction | None = None,
         substr: Annotated[str | None, Query(max_length=MAX_SUBSTR_CHARS)] = None,
@@ -255,7 +254,6 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
     )
     # "All" acts on the whole set, filter or not: its confirmation names the set's size.
     size = await found.redis.zcard(key) if query.substr else result.total
-    end = query.offset + len(result.entries)
     return await render(
         request,
         "set.html",
@@ -266,7 +264,7 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
         size=size,
         offset=query.offset,
         limit=limit,
-        next_offset=end if result.entries and end < result.total else None,
+        next_offset=next_offset(query.offset, len(result.entries), result.total),
         direction="desc" if newest_first else "asc",
         explicit_direction=query.direction,
         substr=query.substr,
@@ -310,13 +308,19 @@ def _notice(request: Request) -> str | None:
 
 
 def _entry_key(page: SetPageKind, key: str) -> EntryKey:
+    """An entry page's address: 404 when it cannot name an entry."""
     try:
-        parsed = EntryKey.parse(key)
+        return EntryKey.parse(key)
     except ValueError:
         raise NotFound(BAD_KEY.format(key=key, title=page.title)) from None
-    if math.isnan(parsed.score) or not parsed.jid:
-        raise NotFound(BAD_KEY.format(key=key, title=page.title))
-    return parsed
+
+
+def _form_keys(keys: list[str]) -> list[EntryKey]:
+    """A form's keys, each once: 422 for one that is no key (input, as in the API)."""
+    try:
+        return list(dict.fromkeys(EntryKey.parse(key) for key in keys))
+    except ValueError as exc:
+        raise InvalidInput({"key": str(exc)}) from None
 
 
 async def _act(
@@ -328,7 +332,7 @@ async def _act(
     back = _list_url(page, form)
     if not form.all and not form.keys:
         return RedirectResponse(done_url(back, "none", 0), status_code=303)
-    keys = list(dict.fromkeys(_entry_key(page, key) for key in form.keys))
+    keys = _form_keys(form.keys)
     found = resources(request)
     control = Control(found.redis, found.keys)
     ms = uses_milliseconds(found.sampler.latest)

@@ -186,6 +186,9 @@ async def test_kill_delete_and_bulk_actions(client: AsyncClient, redis: Redis) -
         "/api/v1/dead/actions", json={"action": "delete", "all": True, "keys": ["1-x"]}
     )
     assert both.status_code == 422
+    for bad in ("x-abc", "nan-abc", "1.5-"):  # the GUI refuses the same keys
+        answer = await client.post("/api/v1/dead/actions", json={"action": "delete", "keys": [bad]})
+        assert answer.json()["fields"] == {"keys": f"not a <score>-<jid> entry key: {bad!r}"}
 
 
 async def test_quiet_and_stop_signals(client: AsyncClient, redis: Redis) -> None:
@@ -200,6 +203,25 @@ async def test_quiet_and_stop_signals(client: AsyncClient, redis: Redis) -> None
     assert await redis.lrange(KEYS.signals(two), 0, -1) == [b"TERM"]
     missing = await client.post("/api/v1/processes/quiet", params={"identity": "ghost:1:aa"})
     assert missing.status_code == 404
+
+
+async def test_an_embedded_process_takes_no_signal(client: AsyncClient, redis: Redis) -> None:
+    """It is live, so not "not found": the call is refused as the GUI refuses it (422), and
+    `stop` for every process leaves it out."""
+    embedded = await process(redis, KEYS, V812, hostname="e", concurrency=1, queues=["q"])
+    info = orjson.loads(await redis.hget(KEYS.process(embedded), "info") or b"{}")
+    await redis.hset(KEYS.process(embedded), "info", orjson.dumps(info | {"embedded": True}))
+    other = await process(redis, KEYS, V7, hostname="o", concurrency=1, queues=["q"])
+
+    refused = await client.post("/api/v1/processes/stop", params={"identity": embedded})
+    everyone = await client.post("/api/v1/processes/stop")
+
+    assert refused.status_code == 422
+    assert refused.json()["fields"] == {
+        "identity": f"{embedded!r} is an embedded Sidekiq, which ignores quiet and stop signals"
+    }
+    assert everyone.json()["processes"] == [other]
+    assert await redis.lrange(KEYS.signals(embedded), 0, -1) == []
 
 
 async def test_drain_quiets_the_host_and_waits_for_its_jobs(

@@ -468,7 +468,11 @@ async def test_unknown_actions_and_bad_keys_are_refused(client: AsyncClient, red
     payload = entry(V7)
     key = await add(redis, "retries", NOW, payload)
     assert (await act(client, "retries", action="explode", key=key)).status_code == 422
-    assert (await act(client, "retries", action="retry", key="not-a-key")).status_code == 404
+    bad_key = await act(client, "retries", action="retry", key="not-a-key")
+    assert bad_key.status_code == 422  # form input, as the API answers; a bad address is a 404
+    assert "not a &lt;score&gt;-&lt;jid&gt; entry key: &#39;not-a-key&#39;" in bad_key.text
+    nan = await act(client, "retries", action="retry", key="nan-0123")
+    assert nan.status_code == 422
     assert await members(redis, "retries") == {payload["jid"]}
 
 
