@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
@@ -11,6 +12,8 @@ import orjson
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
+
+from app.domain import StuckRule
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./supervisor.db"
 DRIVER_FOR_SCHEME = {
@@ -183,6 +186,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.get_backend_name() == "sqlite"
+
+    def stuck_rule(self, now: datetime) -> StuckRule:
+        """STUCK_AFTER_SECONDS and STUCK_AFTER_BY_CLASS as of `now`: the one definition of
+        stuck, for the reconciler's gauge and the GUI's filter alike."""
+        by_class = {name: timedelta(seconds=s) for name, s in self.STUCK_AFTER_BY_CLASS.items()}
+        return StuckRule(now, timedelta(seconds=self.STUCK_AFTER_SECONDS), by_class)
 
     def open_endpoints(self) -> list[str]:
         """What runs without credentials, so start-up can say so loudly."""

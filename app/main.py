@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -206,12 +206,11 @@ def _reconciler(
 ) -> Reconciler | None:
     if not settings.RECONCILE_ENABLED:
         return None
+    # Only the thresholds: each tick applies them at its own time.
+    stuck = settings.stuck_rule(datetime.now(UTC))
     config = ReconcileConfig(
-        stuck_after=timedelta(seconds=settings.STUCK_AFTER_SECONDS),
-        stuck_after_by_class={
-            name: timedelta(seconds=seconds)
-            for name, seconds in settings.STUCK_AFTER_BY_CLASS.items()
-        },
+        stuck_after=stuck.after,
+        stuck_after_by_class=stuck.after_by_class,
         lost_grace=timedelta(seconds=settings.LOST_GRACE_SECONDS),
         process_stale=timedelta(seconds=settings.PROCESS_STALE_SECONDS),
         batch=settings.RECONCILE_BATCH,

@@ -92,6 +92,16 @@ class DurationReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletionSamples:
+    """Seconds the newest completed jobs of a filter waited (enqueue to start), ran (start to
+    completion) and took in all (enqueue to completion); a job missing a time is left out."""
+
+    wait: list[float]
+    run: list[float]
+    total: list[float]
+
+
+@dataclass(frozen=True, slots=True)
 class Durations:
     """Both duration distributions at once (what GET /api/v1/jobs/durations answers)."""
 
@@ -330,19 +340,23 @@ class JobManager:
         if listing.stopped:
             return listing, [], []
         try:
-            total, run = await self._samples(completed)
+            samples = await self.completion_samples(completed)
         except ledger.SearchStopped:
             return replace(listing, stopped=True), [], []
-        return listing, total, run
+        return listing, samples.total, samples.run
 
-    async def _samples(self, completed: JobFilter) -> tuple[list[float], list[float]]:
+    async def completion_samples(self, flt: JobFilter) -> CompletionSamples:
+        """Over the newest `sample_limit` completions in `flt` (what percentiles are taken
+        over); raises SearchStopped when an argument search runs out of time."""
         async with self._sessions() as session:
             rows = await ledger.completion_times(
-                session, completed, limit=self.sample_limit, search_seconds=self.search_seconds
+                session, flt, limit=self.sample_limit, search_seconds=self.search_seconds
             )
-        total = [(done - queued).total_seconds() for queued, _, done in rows if queued]
-        run = [(done - started).total_seconds() for _, started, done in rows if started]
-        return total, run
+        return CompletionSamples(
+            wait=[(s - q).total_seconds() for q, s, _ in rows if q and s],
+            run=[(done - s).total_seconds() for _, s, done in rows if s],
+            total=[(done - q).total_seconds() for q, _, done in rows if q],
+        )
 
 
 def _plan(job: Job, running: dict[str, str]) -> Requeue:

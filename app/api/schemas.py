@@ -16,7 +16,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from app.domain import EventName, JobStatus
+from app.domain import EventName, JobStatus, as_utc
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -67,13 +67,16 @@ def _iso_time(value: str) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("must be epoch seconds, epoch milliseconds or an ISO 8601 time") from None
-    return _in_range(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    try:
+        return _in_range(as_utc(moment))
+    except ValueError:  # as_utc's, for a time past year 9999 once in UTC
+        raise ValueError(OUT_OF_RANGE) from None
 
 
 def _in_range(moment: datetime) -> datetime:
     if not EARLIEST <= moment < LATEST:
         raise ValueError(OUT_OF_RANGE)
-    return moment.astimezone(UTC)
+    return moment
 
 
 # No control characters, and no trailing space: MySQL's PAD SPACE collations compare "a" and

@@ -43,10 +43,9 @@ from app.sidekiq.browse import (
     SetView,
     parse_job,
     read_queue_page,
-    read_set_page,
+    read_set,
     redact,
     redact_entries,
-    search_set,
 )
 from app.store.samples import queue_points_between, totals_between
 
@@ -142,22 +141,16 @@ async def list_dead(found: ResourcesDep, page: PageDep, substr: Substr = None) -
 async def _set_page(
     found: ResourcesDep, view: SetView, page: PageParams, substr: str | None
 ) -> SetPageOut:
-    newest_first = view.newest_first if page.direction is None else page.direction == "desc"
-    key = found.keys.key(view.source.value)
-    if substr:
-        result = await search_set(
-            found.redis,
-            key,
-            substr,
-            offset=page.offset,
-            limit=page.limit,
-            newest_first=newest_first,
-            redactor=found.redactor,
-        )
-    else:
-        result = await read_set_page(
-            found.redis, key, offset=page.offset, limit=page.limit, newest_first=newest_first
-        )
+    newest_first = view.is_newest_first(page.direction)
+    result = await read_set(
+        found.redis,
+        found.keys.key(view.source.value),
+        substr=substr,
+        offset=page.offset,
+        limit=page.limit,
+        newest_first=newest_first,
+        redactor=found.redactor,
+    )
     return SetPageOut(
         name=view.name,
         score_means=view.score_means,

@@ -239,6 +239,31 @@ async def search_set(
     return SetPage(entries=entries, total=len(ordered), scan_complete=complete)
 
 
+async def read_set(
+    redis: Redis,
+    key: str,
+    *,
+    substr: str | None,
+    offset: int,
+    limit: int,
+    newest_first: bool,
+    redactor: Redactor = OFF,
+) -> SetPage:
+    """One page of a set: of the members containing `substr` (search_set) when given, else
+    of all of them by rank (read_set_page)."""
+    if substr:
+        return await search_set(
+            redis,
+            key,
+            substr,
+            offset=offset,
+            limit=limit,
+            newest_first=newest_first,
+            redactor=redactor,
+        )
+    return await read_set_page(redis, key, offset=offset, limit=limit, newest_first=newest_first)
+
+
 async def _scan_matches(redis: Redis, key: str, pattern: str) -> tuple[dict[bytes, float], bool]:
     """Up to SCAN_CALLS ZSCAN calls, stopping early past MAX_MATCHES; True when it reached the
     end of the set. A dict, because ZSCAN may return a member twice while Redis rehashes."""
@@ -310,6 +335,10 @@ class SetView:
     source: SortedSet
     newest_first: bool
     score_means: str
+
+    def is_newest_first(self, direction: str | None) -> bool:
+        """The order asked for ("asc" or "desc"), or with none the set's default."""
+        return self.newest_first if direction is None else direction == "desc"
 
 
 RETRIES = SetView("retries", SortedSet.RETRY, newest_first=False, score_means="next retry time")

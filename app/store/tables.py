@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.domain import as_utc
+
 # Microsecond precision on MySQL/MariaDB (plain DATETIME drops the fraction).
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # Job ids are case-sensitive identifiers, not words: compare them byte for byte.
@@ -32,7 +34,7 @@ LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 def stored_time(moment: datetime) -> datetime:
     """A time as the tables hold it: naive UTC (MySQL DATETIME has no zone). A naive input is
     taken to be UTC already."""
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+    return as_utc(moment).replace(tzinfo=None)
 
 
 def read_time(moment: datetime | None) -> datetime | None:

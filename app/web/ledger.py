@@ -20,7 +20,7 @@ from app.domain import Job, JobFilter, JobStatus, Percentiles, Snapshot, StuckRu
 from app.errors import NotFound
 from app.manager import REQUEUABLE, RequeueReport, percentiles
 from app.sidekiq.browse import SetPage, search_set
-from app.store.jobs import SearchStopped, completion_times, get_timeline
+from app.store.jobs import SearchStopped, get_timeline
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render, summary
 
@@ -85,18 +85,12 @@ class LedgerFilter(BaseModel):
             since=as_utc(datetime.fromisoformat(self.since)) if self.since else None,
             until=as_utc(datetime.fromisoformat(self.until)) if self.until else None,
             jid=self.jid or None,
-            stuck=stuck_rule(settings, now) if self.status == "stuck" else None,
+            stuck=settings.stuck_rule(now) if self.status == "stuck" else None,
         )
 
     def completed_filter(self, settings: Settings, now: datetime) -> JobFilter:
         """The same filter but for its status: what the duration percentiles are taken over."""
         return self.model_copy(update={"status": "", "jid": ""}).job_filter(settings, now)
-
-
-def stuck_rule(settings: Settings, now: datetime) -> StuckRule:
-    """The reconciler's definition of stuck, from the same settings."""
-    by_class = {name: timedelta(seconds=s) for name, s in settings.STUCK_AFTER_BY_CLASS.items()}
-    return StuckRule(now, timedelta(seconds=settings.STUCK_AFTER_SECONDS), by_class)
 
 
 def is_stuck(job: Job, rule: StuckRule) -> bool:
@@ -126,22 +120,16 @@ class DurationPanel:
 
 
 async def _durations(found: Resources, flt: JobFilter) -> DurationPanel:
-    settings = found.settings
+    manager = found.manager
     try:
-        async with found.sessions() as session:
-            rows = await completion_times(
-                session,
-                flt,
-                limit=settings.DURATION_SAMPLE_SIZE,
-                search_seconds=settings.SEARCH_TIMEOUT_SECONDS,
-            )
+        samples = await manager.completion_samples(flt)
     except SearchStopped:
         return DurationPanel.not_read()
     return DurationPanel(
-        wait=percentiles([(s - q).total_seconds() for q, s, _ in rows if q and s]),
-        run=percentiles([(c - s).total_seconds() for _, s, c in rows if s]),
-        total=percentiles([(c - q).total_seconds() for q, _, c in rows if q]),
-        sample_limit=settings.DURATION_SAMPLE_SIZE,
+        wait=percentiles(samples.wait),
+        run=percentiles(samples.run),
+        total=percentiles(samples.total),
+        sample_limit=manager.sample_limit,
     )
 
 
@@ -172,7 +160,7 @@ async def jobs_page(
         panel = DurationPanel.not_read()
     elif durations or not shown.arguments:
         panel = await _durations(found, shown.completed_filter(settings, now))
-    rule = stuck_rule(settings, now)
+    rule = settings.stuck_rule(now)
     return await render(
         request,
         "jobs.html",
@@ -281,7 +269,7 @@ async def job_page(
     async with found.sessions() as session:
         timeline = await get_timeline(session, jid, limit=TIMELINE_LIMIT + 1)
     snapshot = await summary(request)
-    rule = stuck_rule(found.settings, datetime.now(UTC))
+    rule = found.settings.stuck_rule(datetime.now(UTC))
     return await render(
         request,
         "job.html",

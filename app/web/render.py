@@ -3,7 +3,6 @@ every page shows, and the security headers every page carries."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +16,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.exceptions import RedisError
 
 from app import __version__
-from app.deps import resources
-from app.domain import Snapshot
-from app.sidekiq.reader import read_snapshot
+from app.deps import current_snapshot, resources
+from app.domain import Snapshot, as_utc
 from app.web.auth import csrf_token, current
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -87,7 +85,7 @@ def stamp(moment: datetime | None) -> str:
     """UTC to the second, the way logs and Sidekiq's UI write it."""
     if moment is None:
         return NOTHING
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def pretty_json(raw: Any) -> str:
@@ -145,16 +143,10 @@ ENVIRONMENT = _environment()
 
 
 async def summary(request: Request) -> Snapshot | None:
-    """The summary bar's numbers: the sampler's snapshot while fresh, else one read of Redis;
-    None when Redis does not answer (the page still renders, with a warning)."""
-    found = resources(request)
-    latest = found.sampler.latest
-    if latest is not None and time.time() - latest.taken_at.timestamp() < (
-        found.settings.SAMPLE_INTERVAL_SECONDS
-    ):
-        return latest
+    """The summary bar's numbers (the API's current snapshot); None when Redis does not
+    answer: the page still renders, with a warning, rather than failing."""
     try:
-        return await read_snapshot(found.redis, found.keys)
+        return (await current_snapshot(resources(request))).snapshot
     except (RedisError, OSError):
         return None
 

@@ -11,28 +11,24 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from redis.asyncio import Redis
 
 from app.access import Principal
 from app.config import Settings
 from app.deps import MAX_OFFSET, Offset, resources
 from app.domain import next_offset
 from app.errors import InvalidInput, NotFound
-from app.redact import Redactor
 from app.sidekiq.browse import (
     DEAD,
     MAX_SUBSTR_CHARS,
     RETRIES,
     SCHEDULED,
-    SetPage,
     SetView,
     SortedEntry,
     decode_backtrace,
     parse_job,
-    read_set_page,
+    read_set,
     redact,
     redact_entries,
-    search_set,
 )
 from app.sidekiq.control import Action, ActionResult, Control, EntryKey, uses_milliseconds
 from app.web.auth import OperatorDep, ViewerDep, audit
@@ -247,10 +243,16 @@ def _page_size(settings: Settings, asked: int | None) -> int:
 async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> HTMLResponse:
     found = resources(request)
     limit = _page_size(found.settings, query.limit)
-    newest_first = page.view.newest_first if query.direction is None else query.direction == "desc"
+    newest_first = page.view.is_newest_first(query.direction)
     key = found.keys.key(page.view.source.value)
-    result = await _read(
-        found.redis, key, query, limit=limit, newest_first=newest_first, redactor=found.redactor
+    result = await read_set(
+        found.redis,
+        key,
+        substr=query.substr,
+        offset=query.offset,
+        limit=limit,
+        newest_first=newest_first,
+        redactor=found.redactor,
     )
     # "All" acts on the whole set, filter or not: its confirmation names the set's size.
     size = await found.redis.zcard(key) if query.substr else result.total
@@ -271,24 +273,6 @@ async def _list_page(request: Request, page: SetPageKind, query: ListQuery) -> H
         back=_back_fields(query.substr, query.direction),
         all_limit=ALL_LIMIT,
         notice=_notice(request),
-    )
-
-
-async def _read(
-    redis: Redis, key: str, query: ListQuery, *, limit: int, newest_first: bool, redactor: Redactor
-) -> SetPage:
-    if query.substr:
-        return await search_set(
-            redis,
-            key,
-            query.substr,
-            offset=query.offset,
-            limit=limit,
-            newest_first=newest_first,
-            redactor=redactor,
-        )
-    return await read_set_page(
-        redis, key, offset=query.offset, limit=limit, newest_first=newest_first
     )
 
 
