@@ -246,8 +246,9 @@ async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> Non
     """Merge events into the ledger, append them to the timeline, and commit.
 
     The ingest hot path, so it talks to the driver directly and owns its transaction: on
-    MySQL each statement is one multi-row INSERT rendered here (asyncmy's own parameter
-    escaping cost more than the database's work); on SQLite, executemany with parameters.
+    MySQL each statement is one multi-row INSERT rendered here, strings escaped by the driver
+    (a cursor's own parameter substitution cost more than the database's work); on SQLite,
+    executemany with parameters.
     Rows go in jid order so concurrent batches lock rows in the same order.
     """
     if not events:
@@ -314,28 +315,21 @@ def _read_time(value: datetime | str | None) -> datetime | None:
 
 
 # MySQL literals -----------------------------------------------------------------------------
-# The escape table of MySQL's own client library (and PyMySQL's escape_string).
-BACKSLASH_ESCAPES = str.maketrans(
-    {"\\": "\\\\", "\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "'": "\\'", '"': '\\"'}
-)
-SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
 # Well under MySQL's and asyncmy's 16 MiB max_allowed_packet, even at 4 bytes a character.
 MAX_STATEMENT_CHARS = 2 * 1024 * 1024
 
 
 def _mysql_encoding(driver: Any) -> Encoding:
-    """SQL literals for this connection (its sql_mode may turn backslash escapes off)."""
-    if driver.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES:
-        return Encoding(text=_quote_doubling, time=_mysql_time, number=_mysql_number)
-    return Encoding(text=_quote_escaping, time=_mysql_time, number=_mysql_number)
+    """SQL literals for this connection. Strings go through asyncmy's `escape_string`, which
+    follows the connection's sql_mode (quotes doubled under NO_BACKSLASH_ESCAPES, read from the
+    last reply's server status; backslash escapes otherwise). Times and numbers need no escaping:
+    rendered here, cheaper than the driver's generic `literal`."""
+    escape = driver.escape_string
 
+    def text(value: str | None) -> str:
+        return "NULL" if value is None else "'" + escape(value) + "'"
 
-def _quote_escaping(text: str | None) -> str:
-    return "NULL" if text is None else "'" + text.translate(BACKSLASH_ESCAPES) + "'"
-
-
-def _quote_doubling(text: str | None) -> str:
-    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+    return Encoding(text=text, time=_mysql_time, number=_mysql_number)
 
 
 def _mysql_time(moment: datetime | None) -> str:
