@@ -8,13 +8,17 @@ from the event with the greatest key (event time in µs * 8 + lifecycle rank).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import RANK, EventName, JobEvent, RunTimes
+from app.errors import Unavailable
 from app.store.tables import read_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -205,6 +209,12 @@ class LedgerRefused(LedgerError):
     """The database refused the data itself: retrying the same rows will fail again."""
 
 
+# A conflict rolls the whole batch back; past this many retries the database is too busy now.
+MAX_CONFLICT_RETRIES = 3
+# What getting or keeping a connection raises when the database (not our data) is the problem:
+# SQLAlchemy's wrapper of a refused connect, an empty pool, a bounded session's 503, a deadline.
+UNREACHABLE = (DBAPIError, PoolTimeout, Unavailable, OSError, TimeoutError)
+
 # MySQL error codes: 1205 lock wait timeout, 1213 deadlock; 2000-2999 are client-side
 # connection errors; the rest mean the server is gone, shutting down or refusing connections.
 MYSQL_CONFLICTS = {1205, 1213}
@@ -240,6 +250,36 @@ async def write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None
         if translated is exc:
             raise
         raise translated from exc
+
+
+Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+
+
+async def write_events(connect: Connect, events: Sequence[JobEvent]) -> None:
+    """The one way events reach the ledger: `write_batch` on a connection from `connect` (a
+    fresh block per attempt), a conflict (deadlock, lock wait timeout) retried at once, up to
+    MAX_CONFLICT_RETRIES times.
+
+    Raises LedgerUnavailable when the database cannot take them now (unreachable, connection
+    lost, out of time, still in conflict): nothing was committed, retry later. Raises
+    LedgerRefused when the database refused the data itself.
+    """
+    for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        try:
+            async with connect() as conn:
+                await write_batch(conn, events)
+            return
+        except LedgerConflict as exc:
+            if attempt == MAX_CONFLICT_RETRIES:
+                raise LedgerUnavailable(str(exc)) from exc
+        except UNREACHABLE as exc:
+            raise LedgerUnavailable(_first_line(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0][:200] if lines else type(cause).__name__
 
 
 async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None:
