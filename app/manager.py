@@ -6,6 +6,7 @@ arguments, as the original did) or a JobFilter; lists come back one page at a ti
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Sequence
@@ -14,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis.asyncio import Redis
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import (
@@ -33,7 +33,8 @@ from app.sidekiq.control import Control, sidekiq_time, uses_milliseconds
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store import jobs as ledger
-from app.store.ledger import LedgerConflict, LedgerUnavailable, write_batch
+from app.store.db import session_connection
+from app.store.ledger import LedgerUnavailable, write_events
 
 FilterArg = str | JobFilter | None
 # What "uncompleted" means for requeue: started and never finished, or found lost.
@@ -44,8 +45,6 @@ NOT_RECORDED = (
     "{count} requeued job(s) are in Sidekiq but the ledger could not record them ({reason}); "
     "try again: the retry records them and pushes none of them twice"
 )
-# The ledger could not take the batch now; retrying can help (a refused batch would fail again).
-UNRECORDED = (LedgerUnavailable, LedgerConflict, DBAPIError, OSError, TimeoutError, Unavailable)
 NO_REDIS = "this JobManager has no Redis connection; build it with redis= to requeue"
 SKIP_RUNNING = "running now on {process}"
 SKIP_TRUNCATED = "its stored arguments were truncated, so the job cannot be rebuilt"
@@ -291,11 +290,9 @@ class JobManager:
         if not events:
             return
         try:
-            async with self._sessions() as session:
-                await write_batch(await session.connection(), events)
-        except UNRECORDED as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            detail = NOT_RECORDED.format(count=len(events) // 2, reason=reason)
+            await write_events(functools.partial(session_connection, self._sessions), events)
+        except LedgerUnavailable as exc:
+            detail = NOT_RECORDED.format(count=len(events) // 2, reason=exc)
             raise Unavailable(detail, retry_after_seconds=self.retry_after_seconds) from exc
 
     async def job(self, jid: str) -> Job | None:

@@ -1,19 +1,22 @@
 """The lifecycle routes the Sidekiq middleware posts to, named exactly as the seed names them.
 
 This is the hot path. `accept` holds the whole logic (credentials, decoding, validation, durable
-submit). It is reached two ways: the FastAPI routes below (which define the OpenAPI docs), and
-`serve_fast`, which SupervisorApp calls for these POSTs before FastAPI's middleware and
-dependency machinery; measured, that machinery cost more than the ledger write itself.
+submit); `serve_fast` is its only way in, called by SupervisorApp for these POSTs before
+FastAPI's middleware and dependency machinery (measured, that machinery cost more than the
+ledger write itself). So FastAPI has no routes for them: `document` adds them to /docs.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import (
@@ -27,24 +30,21 @@ from app.api.schemas import (
 )
 from app.api.wire import (
     FORM,
-    INCOMPLETE,
     JSON,
-    TOO_LARGE,
     decode_array,
     decode_fields,
     now,
-    read_body,
     to_event,
     validate,
 )
-from app.deps import Resources, check_bearer, resources
+from app.deps import Resources, check_bearer
 from app.domain import EventName, JobEvent
 from app.errors import AppError, BadRequest, InvalidInput, PayloadTooLarge
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"])
-
 PREFIX = "/api/v1/jobs/"
 TOO_MANY_EVENTS = "at most {limit} events per request"
+TOO_LARGE = "the body is over the {limit}-byte limit"
+INCOMPLETE = "the body ended after {got} of its {declared} bytes: the client went away"
 PATH_NOT_UTF8 = "the job id in the path is not valid UTF-8 once percent-decoded"
 NOT_OBJECT = "must be an object"
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -243,19 +243,122 @@ async def _receive_body(receive: Receive, headers: dict[bytes, bytes], limit: in
     return body
 
 
-# The documented routes ----------------------------------------------------------------------
+# The OpenAPI document -----------------------------------------------------------------------
+# The fast lane is the only implementation, so FastAPI has no routes to describe these POSTs:
+# `document` adds them to the app's OpenAPI document, from the same models and error table.
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": description}
-    for status, description in {
-        400: "The body could not be decoded (not UTF-8, not JSON).",
-        401: "SUPERVISOR_INGEST_TOKEN is set and the bearer token is missing or wrong.",
-        413: "The body is over SUPERVISOR_MAX_BODY_BYTES.",
-        415: "Neither form-encoded nor JSON.",
-        422: "A field is missing or invalid; `fields` names each one.",
-        503: "The ledger database is down or saturated: nothing stored, retry after Retry-After.",
-    }.items()
+ERRORS: dict[int, str] = {
+    400: "The body could not be decoded (not UTF-8, not JSON).",
+    401: "SUPERVISOR_INGEST_TOKEN is set and the bearer token is missing or wrong.",
+    413: "The body is over SUPERVISOR_MAX_BODY_BYTES.",
+    415: "Neither form-encoded nor JSON.",
+    422: "A field is missing or invalid; `fields` names each one.",
+    503: "The ledger database is down or saturated: nothing stored, retry after Retry-After.",
 }
+REF = "#/components/schemas/{model}"
+JOB_ID_PARAMETER = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "title": "Job Id"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One ingest POST as the document shows it; `name` makes its operationId."""
+
+    path: str
+    name: str
+    summary: str
+    description: str
+    body: type[LifecycleIn]
+    answer: type[BaseModel] = AcceptedOut
+
+
+OPERATIONS = (
+    Operation(
+        "/api/v1/jobs",
+        "job_queued",
+        "A job was queued",
+        "Record that a job was pushed (the seed's client middleware sends job_id, arguments,\n"
+        "job_class, queue). Answered 201 only once the event is committed.",
+        QueuedIn,
+    ),
+    Operation(
+        "/api/v1/jobs/{job_id}/started",
+        "job_started",
+        "A job started",
+        "Record that a worker began the job (creates the row if it was never seen queued).",
+        LifecycleIn,
+    ),
+    Operation(
+        "/api/v1/jobs/{job_id}/complete",
+        "job_complete",
+        "A job completed",
+        "Record that the job finished successfully.",
+        LifecycleIn,
+    ),
+    Operation(
+        "/api/v1/jobs/{job_id}/failed",
+        "job_failed",
+        "A job raised",
+        "Record that a run raised (error_class, error_message); Sidekiq may retry it.",
+        LifecycleIn,
+    ),
+    Operation(
+        "/api/v1/events",
+        "events_batch",
+        "A batch of events",
+        "Record many events in one request (our middleware's background sender). Each element\n"
+        "names its `event`, `job_id` and time `at`. All or nothing: one invalid element rejects "
+        "the\nrequest and nothing is stored.",
+        EventIn,
+        BatchAcceptedOut,
+    ),
+)
+
+
+def document(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` (FastAPI's document) with the ingest operations first and their schemas added."""
+    paths: dict[str, Any] = {op.path: {"post": _operation(op)} for op in OPERATIONS}
+    for path, operations in spec.get("paths", {}).items():
+        paths.setdefault(path, {}).update(operations)
+    components = spec.setdefault("components", {})
+    schemas = {**components.get("schemas", {}), **_schemas()}
+    components["schemas"] = {name: schemas[name] for name in sorted(schemas)}
+    return {**spec, "paths": paths}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "tags": ["ingest"],
+        "summary": op.summary,
+        "description": op.description,
+        "operationId": re.sub(r"\W", "_", op.name + op.path) + "_post",
+    }
+    if "{job_id}" in op.path:
+        operation["parameters"] = [JOB_ID_PARAMETER]
+    answers = {201: (op.answer, "Successful Response")}
+    answers.update((status, (ErrorOut, words)) for status, words in ERRORS.items())
+    operation["responses"] = {
+        str(status): {"description": words, "content": {JSON: {"schema": _ref(model)}}}
+        for status, (model, words) in answers.items()
+    }
+    operation["requestBody"] = _body_doc(op.body, batch=op.body is EventIn)
+    return operation
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _schemas() -> dict[str, Any]:
+    """The answers' schemas (and the enums they name), as the document's components."""
+    models = [(model, "serialization") for model in (AcceptedOut, BatchAcceptedOut, ErrorOut)]
+    _, found = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
+    defs: dict[str, Any] = found["$defs"]
+    return defs
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -279,94 +382,6 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 def _body_doc(model: type[LifecycleIn], *, batch: bool = False) -> dict[str, Any]:
     schema = _inline_refs(model.model_json_schema())
     if batch:
-        return {
-            "requestBody": {
-                "required": True,
-                "content": {JSON: {"schema": {"type": "array", "items": schema}}},
-            }
-        }
+        return {"required": True, "content": {JSON: {"schema": {"type": "array", "items": schema}}}}
     content = {FORM: {"schema": schema}, JSON: {"schema": schema}}
-    return {"requestBody": {"required": model is QueuedIn, "content": content}}
-
-
-async def _via_request(request: Request, kind: Kind, job_id: str | None) -> Response:
-    found = resources(request)
-    strict_path(request.scope)
-    body = await read_body(request, found.settings.MAX_BODY_BYTES)
-    payload = await accept(
-        found,
-        kind,
-        job_id,
-        content_type=request.headers.get("content-type", ""),
-        authorization=request.headers.get("authorization", ""),
-        body=body,
-    )
-    return Response(payload, status_code=201, media_type=JSON)
-
-
-@router.post(
-    "/jobs",
-    status_code=201,
-    summary="A job was queued",
-    response_model=AcceptedOut,
-    responses=ERRORS,
-    openapi_extra=_body_doc(QueuedIn),
-)
-async def job_queued(request: Request) -> Response:
-    """Record that a job was pushed (the seed's client middleware sends job_id, arguments,
-    job_class, queue). Answered 201 only once the event is committed."""
-    return await _via_request(request, Kind.QUEUED, None)
-
-
-@router.post(
-    "/jobs/{job_id}/started",
-    status_code=201,
-    summary="A job started",
-    response_model=AcceptedOut,
-    responses=ERRORS,
-    openapi_extra=_body_doc(LifecycleIn),
-)
-async def job_started(request: Request, job_id: str) -> Response:
-    """Record that a worker began the job (creates the row if it was never seen queued)."""
-    return await _via_request(request, Kind.STARTED, job_id)
-
-
-@router.post(
-    "/jobs/{job_id}/complete",
-    status_code=201,
-    summary="A job completed",
-    response_model=AcceptedOut,
-    responses=ERRORS,
-    openapi_extra=_body_doc(LifecycleIn),
-)
-async def job_complete(request: Request, job_id: str) -> Response:
-    """Record that the job finished successfully."""
-    return await _via_request(request, Kind.COMPLETE, job_id)
-
-
-@router.post(
-    "/jobs/{job_id}/failed",
-    status_code=201,
-    summary="A job raised",
-    response_model=AcceptedOut,
-    responses=ERRORS,
-    openapi_extra=_body_doc(LifecycleIn),
-)
-async def job_failed(request: Request, job_id: str) -> Response:
-    """Record that a run raised (error_class, error_message); Sidekiq may retry it."""
-    return await _via_request(request, Kind.FAILED, job_id)
-
-
-@router.post(
-    "/events",
-    status_code=201,
-    summary="A batch of events",
-    response_model=BatchAcceptedOut,
-    responses=ERRORS,
-    openapi_extra=_body_doc(EventIn, batch=True),
-)
-async def events_batch(request: Request) -> Response:
-    """Record many events in one request (our middleware's background sender). Each element
-    names its `event`, `job_id` and time `at`. All or nothing: one invalid element rejects the
-    request and nothing is stored."""
-    return await _via_request(request, Kind.BATCH, None)
+    return {"required": model is QueuedIn, "content": content}

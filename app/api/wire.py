@@ -1,4 +1,4 @@
-"""The ingest wire format: bounded body reading, form or JSON decoding, validation into JobEvents.
+"""The ingest wire format: form or JSON decoding, validation into JobEvents.
 
 The seed middleware posts `application/x-www-form-urlencoded` (Faraday's default) with
 `arguments` as JSON text; our own clients post JSON. Both end as the same JobEvent.
@@ -13,45 +13,25 @@ from urllib.parse import unquote_plus
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
 
 from app.api.schemas import BAD_JOB_ID, LifecycleIn
 from app.domain import EventLimits, EventName, JobEvent
-from app.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BadRequest, InvalidInput, UnsupportedMediaType
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 MAX_FORM_FIELDS = 100
 
-TOO_LARGE = "the body is over the {limit}-byte limit"
 NOT_UTF8 = "the body is not valid UTF-8"
 NOT_JSON = "the body is not valid JSON ({reason})"
 WRONG_TYPE = "Content-Type must be {expected}; got {got!r}"
 NOT_OBJECT = "the JSON body must be an object"
 NOT_ARRAY = "the JSON body must be an array of events"
 TOO_MANY_FIELDS = f"the form has more than {MAX_FORM_FIELDS} fields"
-INCOMPLETE = "the body ended after {got} of its {declared} bytes: the client went away"
 # What makes an event usable: without these (valid) it cannot be placed in the job's history.
 ESSENTIAL = frozenset({"job_id", "jid", "event", "at", "event_time"})
 
 LifecycleModel = TypeVar("LifecycleModel", bound=LifecycleIn)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over `limit` before or while reading it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(TOO_LARGE.format(limit=limit))
-        chunks.append(chunk)
-    if declared is not None and declared.isdigit() and size != int(declared):
-        raise BadRequest(INCOMPLETE.format(got=size, declared=int(declared)))
-    return b"".join(chunks)
 
 
 def decode_fields(body: bytes, kind: str) -> dict[str, Any]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import JobEvent, RunTimes
@@ -23,13 +23,7 @@ from app.errors import InvalidInput, Unavailable
 from app.metrics.jobs import JobMetrics
 from app.metrics.process import IngestMetrics
 from app.store.db import ping
-from app.store.ledger import (
-    LedgerConflict,
-    LedgerRefused,
-    LedgerUnavailable,
-    run_times,
-    write_batch,
-)
+from app.store.ledger import LedgerRefused, LedgerUnavailable, run_times, write_events
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +34,6 @@ NOT_STORABLE = "the database refused this event: {reason}"
 STOPPING = "the service is shutting down; retry against another replica"
 NOT_WRITTEN = "the ledger writer failed on this batch; nothing acknowledged was lost, retry"
 
-MAX_CONFLICT_RETRIES = 3
-# What a failed write can raise when the database (not our data) is the problem.
-UNREACHABLE = (LedgerUnavailable, TimeoutError, OSError)
 PROBE_MAX_PAUSE_SECONDS = 2.0
 
 
@@ -59,7 +50,7 @@ class _Slot:
     """A flusher's own connection, kept across batches and dropped after any failure."""
 
     conn: AsyncConnection | None = None
-    # The writer's outage count when `conn` was opened; see _commit.
+    # The writer's outage count when `conn` was opened; see _connection.
     outages: int = 0
 
 
@@ -187,8 +178,8 @@ class EventWriter:
         events = [event for request in batch for event in request.events]
         started = time.perf_counter()
         try:
-            await self._commit_with_retries(events, slot)
-        except UNREACHABLE as exc:
+            await self._commit(events, slot)
+        except LedgerUnavailable as exc:
             await self._database_failed(batch, exc)
             return
         except LedgerRefused:
@@ -201,18 +192,14 @@ class EventWriter:
             _resolve(request)
         await self._observe_jobs(events, slot)
 
-    async def _commit_with_retries(self, events: Sequence[JobEvent], slot: _Slot) -> None:
-        for attempt in range(MAX_CONFLICT_RETRIES + 1):
-            try:
-                await self._commit(events, slot)
-                return
-            except LedgerConflict as exc:
-                if attempt == MAX_CONFLICT_RETRIES:
-                    raise LedgerUnavailable(str(exc)) from exc
-
     async def _commit(self, events: Sequence[JobEvent], slot: _Slot) -> None:
-        # One deadline over connecting, statements and commit. On any failure the connection
-        # is dropped without a rollback round trip, which could hang on a dead network.
+        await write_events(functools.partial(self._connection, slot), events)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, slot: _Slot) -> AsyncIterator[AsyncConnection]:
+        """The flusher's connection for one attempt, under one deadline over connecting,
+        statements and commit. On any failure it is dropped without a rollback round trip,
+        which could hang on a dead network."""
         async with asyncio.timeout(self._limits.db_timeout_seconds):
             if slot.conn is not None and slot.outages != self._outages:
                 # Opened before an outage another flusher saw: the server or the network
@@ -221,31 +208,23 @@ class EventWriter:
                 stale, slot.conn = slot.conn, None
                 await stale.invalidate()
             if slot.conn is None:
-                slot.conn = await self._connect()
+                slot.conn = await self._engine.connect()
                 slot.outages = self._outages
             conn = slot.conn
             try:
-                await write_batch(conn, events)
+                yield conn
             except BaseException:
                 slot.conn = None
                 await conn.invalidate()
                 raise
-
-    async def _connect(self) -> AsyncConnection:
-        # Connecting happens outside write_batch's error translation, so SQLAlchemy's wrapper
-        # of a refused or reset connection arrives here; it means unreachable, not bad data.
-        try:
-            return await self._engine.connect()
-        except DBAPIError as exc:
-            raise LedgerUnavailable(str(exc.orig or exc)) from exc
 
     async def _write_one_by_one(self, batch: list[_Request], slot: _Slot) -> None:
         """A batch the database refused as data: find which request it was, keep the rest."""
         committed: list[JobEvent] = []
         for request in batch:
             try:
-                await self._commit_with_retries(request.events, slot)
-            except UNREACHABLE as exc:
+                await self._commit(request.events, slot)
+            except LedgerUnavailable as exc:
                 await self._database_failed([request], exc)
             except LedgerRefused as exc:
                 self._metrics.events_rejected.labels("refused").inc(len(request.events))

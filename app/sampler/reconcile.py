@@ -23,6 +23,7 @@ the lost gauge (jobs now `lost`), so they agree with the ledger's lists as of th
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,8 @@ from app.redact import OFF, Redactor
 from app.sidekiq.browse import SortedEntry, scan_step
 from app.sidekiq.control import SortedSet
 from app.sidekiq.keys import Keys
-from app.store.ledger import MICROSECOND, write_batch
+from app.store.db import session_connection
+from app.store.ledger import MICROSECOND, write_events
 from app.store.overdue import (
     LabelCounts,
     OpenRun,
@@ -282,8 +284,7 @@ class Reconciler:
         self, events: list[JobEvent], verdicts: Verdicts, runs: Mapping[str, OpenRun]
     ) -> None:
         """Write a round's verdicts to the ledger, then count them in the job metrics."""
-        async with self._sessions() as session:
-            await write_batch(await session.connection(), events)
+        await write_events(functools.partial(session_connection, self._sessions), events)
         # Labelled for the metrics only: in the ledger, an event that names a class must
         # carry the arguments too, and these come without them.
         labelled = [_labelled(e, runs[e.jid]) for e in events]

@@ -26,6 +26,7 @@ from app.sampler.reconcile import Reconciler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store.db import DatabaseUnavailable
+from app.store.ledger import LedgerUnavailable
 from app.store.retention import delete_old_jobs, delete_old_samples
 from app.store.samples import add_samples
 
@@ -45,7 +46,7 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-UNREACHABLE_DB = (DBAPIError, DatabaseUnavailable, OSError, TimeoutError)
+UNREACHABLE_DB = (DBAPIError, DatabaseUnavailable, LedgerUnavailable, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)

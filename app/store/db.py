@@ -8,6 +8,8 @@ statements, the closing rollback) must finish within it, or the block raises Dat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -170,6 +173,16 @@ def create_sessionmaker(
         deadline_seconds=deadline_seconds,
         retry_after_seconds=retry_after_seconds,
     )
+
+
+@asynccontextmanager
+async def session_connection(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncConnection]:
+    """The connection of a new session (bounded by its deadline), for `write_events`: given
+    back when the block ends, dropped after an outage."""
+    async with sessions() as session:
+        yield await session.connection()
 
 
 async def ping(engine: AsyncEngine) -> None:

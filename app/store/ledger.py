@@ -8,13 +8,17 @@ from the event with the greatest key (event time in µs * 8 + lifecycle rank).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.domain import RANK, EventName, JobEvent, RunTimes
+from app.errors import Unavailable
 from app.store.tables import read_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -205,6 +209,12 @@ class LedgerRefused(LedgerError):
     """The database refused the data itself: retrying the same rows will fail again."""
 
 
+# A conflict rolls the whole batch back; past this many retries the database is too busy now.
+MAX_CONFLICT_RETRIES = 3
+# What getting or keeping a connection raises when the database (not our data) is the problem:
+# SQLAlchemy's wrapper of a refused connect, an empty pool, a bounded session's 503, a deadline.
+UNREACHABLE = (DBAPIError, PoolTimeout, Unavailable, OSError, TimeoutError)
+
 # MySQL error codes: 1205 lock wait timeout, 1213 deadlock; 2000-2999 are client-side
 # connection errors; the rest mean the server is gone, shutting down or refusing connections.
 MYSQL_CONFLICTS = {1205, 1213}
@@ -242,12 +252,43 @@ async def write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None
         raise translated from exc
 
 
+Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+
+
+async def write_events(connect: Connect, events: Sequence[JobEvent]) -> None:
+    """The one way events reach the ledger: `write_batch` on a connection from `connect` (a
+    fresh block per attempt), a conflict (deadlock, lock wait timeout) retried at once, up to
+    MAX_CONFLICT_RETRIES times.
+
+    Raises LedgerUnavailable when the database cannot take them now (unreachable, connection
+    lost, out of time, still in conflict): nothing was committed, retry later. Raises
+    LedgerRefused when the database refused the data itself.
+    """
+    for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        try:
+            async with connect() as conn:
+                await write_batch(conn, events)
+            return
+        except LedgerConflict as exc:
+            if attempt == MAX_CONFLICT_RETRIES:
+                raise LedgerUnavailable(str(exc)) from exc
+        except UNREACHABLE as exc:
+            raise LedgerUnavailable(_first_line(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0][:200] if lines else type(cause).__name__
+
+
 async def _write_batch(conn: AsyncConnection, events: Sequence[JobEvent]) -> None:
     """Merge events into the ledger, append them to the timeline, and commit.
 
     The ingest hot path, so it talks to the driver directly and owns its transaction: on
-    MySQL each statement is one multi-row INSERT rendered here (asyncmy's own parameter
-    escaping cost more than the database's work); on SQLite, executemany with parameters.
+    MySQL each statement is one multi-row INSERT rendered here, strings escaped by the driver
+    (a cursor's own parameter substitution cost more than the database's work); on SQLite,
+    executemany with parameters.
     Rows go in jid order so concurrent batches lock rows in the same order.
     """
     if not events:
@@ -314,28 +355,21 @@ def _read_time(value: datetime | str | None) -> datetime | None:
 
 
 # MySQL literals -----------------------------------------------------------------------------
-# The escape table of MySQL's own client library (and PyMySQL's escape_string).
-BACKSLASH_ESCAPES = str.maketrans(
-    {"\\": "\\\\", "\0": "\\0", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z", "'": "\\'", '"': '\\"'}
-)
-SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
 # Well under MySQL's and asyncmy's 16 MiB max_allowed_packet, even at 4 bytes a character.
 MAX_STATEMENT_CHARS = 2 * 1024 * 1024
 
 
 def _mysql_encoding(driver: Any) -> Encoding:
-    """SQL literals for this connection (its sql_mode may turn backslash escapes off)."""
-    if driver.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES:
-        return Encoding(text=_quote_doubling, time=_mysql_time, number=_mysql_number)
-    return Encoding(text=_quote_escaping, time=_mysql_time, number=_mysql_number)
+    """SQL literals for this connection. Strings go through asyncmy's `escape_string`, which
+    follows the connection's sql_mode (quotes doubled under NO_BACKSLASH_ESCAPES, read from the
+    last reply's server status; backslash escapes otherwise). Times and numbers need no escaping:
+    rendered here, cheaper than the driver's generic `literal`."""
+    escape = driver.escape_string
 
+    def text(value: str | None) -> str:
+        return "NULL" if value is None else "'" + escape(value) + "'"
 
-def _quote_escaping(text: str | None) -> str:
-    return "NULL" if text is None else "'" + text.translate(BACKSLASH_ESCAPES) + "'"
-
-
-def _quote_doubling(text: str | None) -> str:
-    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+    return Encoding(text=text, time=_mysql_time, number=_mysql_number)
 
 
 def _mysql_time(moment: datetime | None) -> str:

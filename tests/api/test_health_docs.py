@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from httpx import ASGITransport, AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api import ingest
 from app.main import create_app
 from tests.conftest import make_settings
 
@@ -77,3 +80,36 @@ async def test_unknown_routes_answer_json(client: AsyncClient) -> None:
     response = await client.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def test_the_documented_ingest_posts_are_the_ones_the_fast_lane_serves() -> None:
+    """The ingest POSTs have no FastAPI routes: the document describes exactly what the fast
+    lane answers, with the error table and schemas that resolve."""
+    spec = create_app(make_settings("sqlite:///:memory:")).openapi()
+    documented = {
+        path
+        for path, operations in spec["paths"].items()
+        if operations.get("post", {}).get("tags") == ["ingest"]
+    }
+    assert documented == {op.path for op in ingest.OPERATIONS}
+    for path in documented:
+        concrete = path.replace("{job_id}", "j1")
+        assert ingest.match(concrete) is not None, path
+        responses = spec["paths"][path]["post"]["responses"]
+        assert set(responses) == {"201", *(str(status) for status in ingest.ERRORS)}
+    assert ingest.match("/api/v1/jobs/j1/exploded") is None
+    assert "get" in spec["paths"]["/api/v1/jobs"], "the listing shares the queued POST's path"
+    schemas = spec["components"]["schemas"]
+    for ref in set(_refs(spec)):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref

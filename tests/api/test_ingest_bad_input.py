@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import orjson
 import pytest
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.main import create_app
 from tests.api.test_ingest import FARADAY, job_row
+from tests.conftest import make_settings
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}
@@ -130,14 +134,70 @@ async def test_unknown_fields_are_ignored_and_blank_values_are_null(
     assert (row["queue"], row["job_class"], row["arguments"]) == (None, None, "[]")
 
 
+# Quotes, backslashes (alone, before a quote, at the end), NUL, Ctrl-Z, newlines, SQL and LIKE
+# fragments, four-byte unicode: each one breaks a literal escaped for the other sql_mode.
+NASTY = "it's \\' \"; DROP TABLE jobs; -- \x00 \x1a \n\r\t % _ 日本 🙂 ''\\"
+# Printable, so it may be a job id in the path too.
+NASTY_JID = "j'\\\"%_日🙂\\"
+NO_BACKSLASH_ESCAPES = "CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"
+
+
+def with_sql_mode(url: str, mode: str) -> str:
+    """The database URL whose connections set sql_mode to `mode` (an SQL expression) when they
+    connect: asyncmy runs `SET sql_mode=<mode>` for its `sql_mode` argument."""
+    return make_url(url).update_query_dict({"sql_mode": mode}).render_as_string(False)
+
+
+async def store_hostile_strings(client: AsyncClient, engine: AsyncEngine) -> None:
+    """Every text column of both tables gets NASTY (or NASTY_JID) and reads back byte for byte."""
+    arguments = orjson.dumps([NASTY]).decode()
+    queued = {"job_id": NASTY_JID, "arguments": arguments, "job_class": NASTY, "queue": "q'\\"}
+    assert (await client.post("/api/v1/jobs", json=queued)).status_code == 201
+    failed = {"error_class": NASTY, "error_message": NASTY, "process": NASTY}
+    path = "/api/v1/jobs/" + quote(NASTY_JID, safe="") + "/failed"
+    response = await client.post(path, json=failed)
+    assert response.status_code == 201, response.text
+    assert response.json()["job_id"] == NASTY_JID
+    row = await job_row(engine, NASTY_JID)
+    assert row is not None
+    stored = [row[name] for name in ("jid", "arguments", "job_class", "queue", "error_class")]
+    assert stored == [NASTY_JID, arguments, NASTY, "q'\\", NASTY]
+    assert row["error_message"] == NASTY
+    async with engine.connect() as conn:
+        timeline = await conn.execute(
+            text(
+                "SELECT jid, job_class, queue, process, error_class, error_message "
+                "FROM job_events WHERE jid = :jid ORDER BY id"
+            ),
+            {"jid": NASTY_JID},
+        )
+        events = [tuple(found) for found in timeline]
+    assert events == [
+        (NASTY_JID, NASTY, "q'\\", None, None, None),
+        (NASTY_JID, None, None, NASTY, NASTY, NASTY),
+    ]
+
+
 async def test_hostile_strings_are_stored_verbatim(
     client: AsyncClient, engine: AsyncEngine
 ) -> None:
-    """Quotes, backslashes, NUL and SQL fragments survive the hand-rendered MySQL statement."""
-    nasty = "it's \\' \"; DROP TABLE jobs; -- \x00 \x1a \n\r % _ 日本"
-    arguments = orjson.dumps([nasty]).decode()
-    body = {"job_id": "nasty", "arguments": arguments, "job_class": nasty[:200], "queue": "q'"}
-    assert (await client.post("/api/v1/jobs", json=body)).status_code == 201
-    row = await job_row(engine, "nasty")
-    assert row is not None
-    assert (row["arguments"], row["job_class"], row["queue"]) == (arguments, nasty[:200], "q'")
+    """Hostile strings survive the hand-rendered MySQL statement (backslash escapes, MariaDB's
+    default sql_mode) and SQLite's parameters."""
+    await store_hostile_strings(client, engine)
+
+
+@pytest.mark.parametrize("database_url", ["mysql"], indirect=True)
+async def test_hostile_strings_are_stored_verbatim_without_backslash_escapes(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    """Under NO_BACKSLASH_ESCAPES a backslash is an ordinary character and only doubled quotes
+    escape: the statements follow the connection's sql_mode."""
+    settings = make_settings(with_sql_mode(database_url, NO_BACKSLASH_ESCAPES))
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        async with application.state.resources.engine.connect() as conn:
+            mode = (await conn.execute(text("SELECT @@SESSION.sql_mode"))).scalar_one()
+        assert "NO_BACKSLASH_ESCAPES" in mode.split(",")
+        transport = ASGITransport(app=application)
+        async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
+            await store_hostile_strings(http, engine)

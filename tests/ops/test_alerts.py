@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Match
 from typer.core import TyperGroup
 
+from app.api import ingest
 from app.cli.main import cli
 from app.config import Settings
 from app.main import create_app
@@ -239,6 +240,9 @@ def test_slack_message_names_the_alert_queue_summary_and_runbook(
 
 
 def _has_route(app: Starlette, method: str, path: str) -> bool:
+    """A route of the app's router, or one of the ingest POSTs its fast lane answers."""
+    if method == "POST" and ingest.match(path) is not None:
+        return True
     scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
     return any(route.matches(scope)[0] is Match.FULL for route in app.routes)
 
