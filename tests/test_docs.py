@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+KIT_READMES = ("k8s", "grafana", "alerts", "clients/ruby")
 DOCUMENTS = sorted(
     [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
-    + [path for path in ROOT.glob("*/README.md")]
-    + [ROOT / "clients" / "ruby" / "README.md"]
+    + [ROOT / folder / "README.md" for folder in KIT_READMES]
 )
 # [text](target): the target up to a space or the closing parenthesis.
 LINK = re.compile(r"\]\(([^)\s]+)")

@@ -1,4 +1,5 @@
-"""Settings, docs/settings.md and .env.example stay in step; bad configuration is refused at start."""
+"""Settings, docs/settings.md and .env.example stay in step; bad configuration is refused at
+start."""
 
 from __future__ import annotations
 
