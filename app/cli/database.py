@@ -4,6 +4,7 @@ before migrating, and a database the command cannot reach is one line naming its
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -51,10 +52,24 @@ def describe_failure(settings: Settings, exc: BaseException) -> str:
 def ensure_database(settings: Settings) -> str | None:
     """Create the MySQL/MariaDB database named in the URL when it does not exist (utf8mb4).
     Returns a line to print when it created one; None when there was nothing to do (SQLite
-    creates its file itself). Raises DatabaseError when it cannot."""
+    creates its file itself; it is only opened here). Raises DatabaseError when it cannot."""
     if settings.is_sqlite:
+        _open_sqlite(settings)
         return None
     return asyncio.run(_ensure(settings))
+
+
+def _open_sqlite(settings: Settings) -> None:
+    """Open (or create) the SQLite file with the standard driver first: a file that cannot be
+    opened then fails here in one line, before aiosqlite's worker thread could print a second
+    traceback about the event loop Alembic's run already closed."""
+    path = settings.database_url.database
+    if not path or path == ":memory:":
+        return
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(describe_failure(settings, exc)) from exc
 
 
 async def _ensure(settings: Settings) -> str | None:
