@@ -1,8 +1,9 @@
 """Ingest benchmark: wrk drives the job lifecycle (queued, started, complete; form-encoded as the
-seed sends it) at the service on a scratch MariaDB database, then, in the same run, at the
-service with redaction on (SUPERVISOR_REDACT_KEYS and _PATTERNS, on a scratch database of its
-own; the arguments hold no secret, so this is the parse-and-scan every job pays), and at a bare
-uvicorn ASGI handler that parses the same body and answers 201: the ceiling on this machine.
+original Faraday middleware sends it) at the service on a scratch MariaDB database, then, in the
+same run, at the service with redaction on (SUPERVISOR_REDACT_KEYS and _PATTERNS, on a scratch
+database of its own; the arguments hold no secret, so this is the parse-and-scan every job pays),
+and at a bare uvicorn ASGI handler that parses the same body and answers 201: the ceiling on this
+machine.
 
     make bench-ingest        # BENCH_SECONDS (15), BENCH_WARMUP_SECONDS (3), BENCH_CONNECTIONS (32),
                              # BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306)

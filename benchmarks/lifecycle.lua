@@ -1,5 +1,5 @@
 -- wrk script: walks jobs through queued -> started -> complete, form-encoded byte for byte as
--- the seed's Faraday middleware sends them (keys sorted, arguments as JSON).
+-- the original Faraday middleware sends them (keys sorted, arguments as JSON).
 --
 --   wrk -t2 -c32 -d15s --latency -s benchmarks/lifecycle.lua http://127.0.0.1:8000 -- <prefix>
 --

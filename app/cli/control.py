@@ -17,6 +17,10 @@ from app.manager import RequeueReport
 from app.sidekiq.control import DrainStatus, drain_host
 from app.sidekiq.keys import Keys
 
+# Nothing to drain is not a failure (a pod whose Sidekiq never started, or already stopped), but
+# "0 drained" would hide a mistyped host name.
+NO_PROCESS = "no Sidekiq process on host {host}: nothing to drain"
+
 FilterText = Annotated[str | None, typer.Argument(help="Plain text inside the job's arguments.")]
 
 
@@ -59,10 +63,13 @@ def drain(
     ] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between checks.")] = 2.0,
 ) -> None:
-    """Quiet every Sidekiq process on HOST and wait until it runs no job; exit 0 when drained,
-    1 at the timeout (the same as the preStop endpoint)."""
+    """Quiet every Sidekiq process on HOST and wait until it runs no job; exit 0 when drained
+    (or when no live process is on HOST), 1 at the timeout (the same as the preStop endpoint)."""
     settings = Settings()
     status = asyncio.run(_drain(settings, host, timeout, wait_for_queues, interval))
+    if status.processes == 0:
+        out.print(NO_PROCESS.format(host=host))
+        raise typer.Exit(0)
     queued = "" if status.queued_jobs is None else f", {status.queued_jobs} queued"
     out.print(
         f"{status.host}: {status.processes} process(es), {status.quieting} quieting, "

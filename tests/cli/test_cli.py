@@ -17,6 +17,10 @@ from tests.api.test_jobs_read import lifecycle, seed
 from tests.conftest import REDIS_URL
 from tests.sidekiq.layouts import NOW, V7, process
 
+# The command runs from another directory, so name this checkout's code (not whichever copy
+# the virtualenv was installed from).
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def run(
     *args: str, database_url: str, cwd: Path, stdin: str = "", redis_url: str = REDIS_URL
@@ -26,6 +30,7 @@ def run(
         "SUPERVISOR_DATABASE_URL": database_url,
         "SUPERVISOR_REDIS_URL": redis_url,
         "COLUMNS": "200",
+        "PYTHONPATH": str(ROOT),
     }
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
@@ -142,3 +147,31 @@ async def test_drain_exits_0_for_a_quiet_idle_host_and_1_at_the_timeout(
     assert stuck.returncode == 1
     assert "1 running" in stuck.stdout
     assert await redis.exists(f"{idle}-signals") == 0  # already quiet: nothing sent
+
+
+async def test_drain_of_a_host_with_no_process_says_so_and_exits_0(
+    database_url: str, redis: Redis, tmp_path: Path
+) -> None:
+    await process(redis, Keys(), V7, hostname="other-pod", concurrency=1, queues=["q"])
+    done = run(
+        "drain", "--host", "no-such-pod", "--timeout", "0", database_url=database_url, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "no Sidekiq process on host no-such-pod: nothing to drain"
+
+
+def test_the_installed_command_runs_as_documented(tmp_path: Path) -> None:
+    # The README writes the command as the project's virtualenv installs it ([project.scripts]),
+    # since a fresh clone does not have it on PATH.
+    command = Path(sys.executable).parent / "sidekiq-supervisor"
+    done = subprocess.run(
+        [str(command), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("serve", "migrate", "health", "jobs", "requeue", "drain", "console"):
+        assert name in done.stdout
