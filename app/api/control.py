@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field, StrictBool, model_validator
 
-from app.api.schemas import ErrorOut, JobOut
+from app.api.schemas import ADMIN_ERRORS, RETRY_AFTER, ErrorOut, JobOut, error_response
 from app.deps import ManagerDep, ResourcesDep, require_admin
 from app.domain import JobFilter
 from app.errors import InvalidInput
@@ -29,8 +29,9 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["control"],
     dependencies=[Depends(require_admin)],
-    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses=ADMIN_ERRORS,
 )
+BAD_BODY = error_response(400, "The body is not valid JSON.")
 
 SETS = {"retries": SortedSet.RETRY, "scheduled": SortedSet.SCHEDULE, "dead": SortedSet.DEAD}
 NO_KILL_FROM_DEAD = "dead entries are already dead: use retry or delete"
@@ -108,7 +109,12 @@ class DrainOut(BaseModel):
     drained: bool
 
 
-@router.post("/jobs/requeue", response_model=RequeueOut, summary="Requeue uncompleted jobs")
+@router.post(
+    "/jobs/requeue",
+    response_model=RequeueOut,
+    summary="Requeue uncompleted jobs",
+    responses=BAD_BODY,
+)
 async def requeue(body: RequeueIn, manager: ManagerDep) -> RequeueOut:
     """Dry run by default: says what would be pushed (and what is skipped, and why)."""
     flt = JobFilter(arguments=body.arguments, queue=body.queue, job_class=body.job_class)
@@ -125,7 +131,12 @@ async def requeue(body: RequeueIn, manager: ManagerDep) -> RequeueOut:
     )
 
 
-@router.post("/{set_name}/actions", response_model=SetActionOut, summary="Retry, delete or kill")
+@router.post(
+    "/{set_name}/actions",
+    response_model=SetActionOut,
+    summary="Retry, delete or kill",
+    responses=BAD_BODY,
+)
 async def set_action(
     set_name: Literal["retries", "scheduled", "dead"], body: SetActionIn, found: ResourcesDep
 ) -> SetActionOut:
@@ -153,7 +164,12 @@ def _entry_key(key: str) -> EntryKey:
         raise InvalidInput({"keys": str(exc)}) from None
 
 
-@router.post("/processes/{signal}", response_model=SignalOut, summary="Quiet or stop processes")
+@router.post(
+    "/processes/{signal}",
+    response_model=SignalOut,
+    summary="Quiet or stop processes",
+    responses=error_response(404, "An `identity` is not a live Sidekiq process."),
+)
 async def signal_processes(
     signal: Literal["quiet", "stop"],
     found: ResourcesDep,
@@ -172,7 +188,14 @@ async def signal_processes(
     "/drain",
     response_model=DrainOut,
     summary="Quiet a host's Sidekiq and say whether it may stop (preStop)",
-    responses={503: {"model": DrainOut, "description": "Not drained yet: call again."}},
+    responses={
+        503: {
+            "model": DrainOut | ErrorOut,
+            "description": "Not drained yet (DrainOut): call again after Retry-After. Or "
+            "Sidekiq's Redis did not answer (ErrorOut).",
+            "headers": RETRY_AFTER,
+        }
+    },
 )
 async def drain(
     found: ResourcesDep,

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.schemas import RETRY_AFTER
 from app.deps import ResourcesDep
 from app.store.db import ping
 
@@ -66,7 +67,9 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="The database and Redis answer (503 when one does not)",
-    responses={503: {"description": "A dependency is down; `checks` says which."}},
+    responses={
+        503: {"description": "A dependency is down; `checks` says which.", "headers": RETRY_AFTER}
+    },
 )
 async def readyz(found: ResourcesDep) -> JSONResponse:
     timeout = found.settings.DB_TIMEOUT_SECONDS

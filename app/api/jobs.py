@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.schemas import (
+    READER_ERRORS,
     DurationsOut,
-    ErrorOut,
     JobDetailOut,
     JobOut,
     JobPageOut,
     PercentilesOut,
     TimelineEntryOut,
+    error_response,
 )
 from app.deps import LimitDep, ManagerDep, require_reader
 from app.domain import JobFilter, JobStatus, as_utc
@@ -24,8 +25,9 @@ router = APIRouter(
     prefix="/api/v1",
     tags=["jobs"],
     dependencies=[Depends(require_reader)],
-    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses=READER_ERRORS,
 )
+BAD_CURSOR = error_response(400, "`cursor` is not a next_cursor this API returned.")
 
 NO_SUCH_JOB = "no job {jid!r} in the ledger"
 
@@ -66,7 +68,12 @@ FilterDep = Annotated[FilterParams, Depends()]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 
 
-@router.get("/jobs", summary="List jobs, newest activity first", response_model=JobPageOut)
+@router.get(
+    "/jobs",
+    summary="List jobs, newest activity first",
+    response_model=JobPageOut,
+    responses=BAD_CURSOR,
+)
 async def list_jobs(
     manager: ManagerDep, params: FilterDep, limit: LimitDep, cursor: Cursor = None
 ) -> JobPageOut:
@@ -82,6 +89,7 @@ async def list_jobs(
     "/jobs/durations",
     summary="Completed jobs with wait/run/total durations and percentiles",
     response_model=DurationsOut,
+    responses=BAD_CURSOR,
 )
 async def job_durations(
     manager: ManagerDep, params: FilterDep, limit: LimitDep, cursor: Cursor = None
@@ -101,7 +109,7 @@ async def job_durations(
     "/jobs/{job_id}",
     summary="One job and its timeline",
     response_model=JobDetailOut,
-    responses={404: {"model": ErrorOut}},
+    responses=error_response(404, "No job by that jid in the ledger."),
 )
 async def job_detail(manager: ManagerDep, job_id: str) -> JobDetailOut:
     job = await manager.job(job_id)

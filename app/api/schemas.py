@@ -267,3 +267,56 @@ class ErrorOut(BaseModel):
     error: str
     detail: str
     fields: dict[str, str] | None = None
+
+
+# Error answers the routes declare in OpenAPI, one table for every router, so the documented
+# statuses are the ones the handlers and dependencies really send.
+Responses = dict[int | str, dict[str, Any]]
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "The scheme the credentials go in.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The request could not be read: a body that is not valid JSON, or a `cursor` that this "
+    "API did not return.",
+    401: "Credentials are configured and this request's are missing or wrong.",
+    403: "The credentials have the read-only role, or a page from another site (Origin) sent it.",
+    404: "Nothing by that name.",
+    422: "A parameter or field is invalid; `fields` names each one.",
+    429: "Too many failed sign-ins for this account or from this address: retry after Retry-After.",
+    503: "The database or Sidekiq's Redis did not answer (`detail` says which): retry after "
+    "Retry-After.",
+}
+ERROR_HEADERS = {401: WWW_AUTHENTICATE, 429: RETRY_AFTER, 503: RETRY_AFTER}
+
+
+def error_response(status: int, description: str | None = None) -> Responses:
+    """The OpenAPI declaration of one error answer (ErrorOut), with the headers it carries."""
+    declared: dict[str, Any] = {
+        "model": ErrorOut,
+        "description": description or ERROR_DESCRIPTIONS[status],
+    }
+    if status in ERROR_HEADERS:
+        declared["headers"] = ERROR_HEADERS[status]
+    return {status: declared}
+
+
+def error_responses(*statuses: int) -> Responses:
+    return {code: body for status in statuses for code, body in error_response(status).items()}
+
+
+# What a route behind require_reader / require_admin may answer besides its own errors: the
+# credential checks (401, 403, 429), invalid parameters (422), and 503, as every such route reads
+# the database or Sidekiq's Redis.
+READER_ERRORS = error_responses(401, 422, 429, 503)
+ADMIN_ERRORS = error_responses(401, 403, 422, 429, 503)

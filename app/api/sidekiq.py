@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.api.schemas import ErrorOut
+from app.api.schemas import READER_ERRORS, error_response
 from app.api.sidekiq_schemas import (
     BusyJobOut,
     BusyOut,
@@ -49,14 +49,12 @@ from app.sidekiq.browse import (
 )
 from app.store.samples import queue_points_between, totals_between
 
-REDIS_DOWN: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorOut, "description": "Sidekiq's Redis did not answer."}
-}
+REDIS_DOWN = error_response(503, "Sidekiq's Redis did not answer: retry after Retry-After.")
 router = APIRouter(
     prefix="/api/v1",
     tags=["sidekiq"],
     dependencies=[Depends(require_reader)],
-    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses=READER_ERRORS,
 )
 
 HISTORY_WINDOW = timedelta(hours=24)
@@ -193,7 +191,7 @@ async def list_queue_jobs(
 @router.get(
     "/history",
     summary="Sampled totals (or one queue's samples) over a time range, oldest first",
-    responses={503: {"model": ErrorOut, "description": "The database did not answer."}},
+    responses=error_response(503, "The database did not answer: retry after Retry-After."),
 )
 async def read_history(
     found: ResourcesDep,

@@ -1,21 +1,24 @@
 """Who is using the GUI: signed session cookies from the login form (or basic auth), ended
 server-side by signing out or a password change, the CSRF token every state-changing form
-carries, and the read-only role. The audit log is app.deps.audit, re-exported here."""
+carries, and the read-only role. The audit log is app.deps.audit, re-exported here.
+
+Signing is itsdangerous's (HMAC-SHA256, a salt per use): it checks a cookie's signature before
+it decodes anything, so forged input never reaches a parser."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
-import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from itsdangerous import BadPayload, BadSignature, Signer, URLSafeSerializer
 
 from app.access import OPEN, Principal, Role, credential_of
 from app.deps import Resources, check_authorization, refuse_foreign_origin, resources
@@ -28,6 +31,13 @@ CSRF_HEADER = "x-csrf-token"
 
 BAD_CSRF = "this form's CSRF token is missing or wrong; reload the page and try again"
 READ_ONLY = "{name} has the read-only role: actions need an admin"
+UNREADABLE = "a session cookie with a valid signature did not parse (%s): a bug, or a leaked key"
+# One salt per use, so a value signed for one (a CSRF token) is never valid as another.
+SESSION_SALT = "sidekiq-supervisor-session"
+CSRF_SALT = "sidekiq-supervisor-csrf"
+CREDENTIAL_SALT = "sidekiq-supervisor-credential"
+FINGERPRINT_CHARS = 22  # 132 bits of the credential's MAC
+log = logging.getLogger(__name__)
 
 
 class LoginRequired(AppError):
@@ -41,17 +51,15 @@ class LoginRequired(AppError):
         super().__init__("sign in at " + location, headers={"Location": location})
 
 
-def _sign(key: bytes, payload: bytes) -> str:
-    digest = hmac.new(key, payload, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+def cookie_serializer(key: bytes) -> URLSafeSerializer:
+    """Cookie values: compact JSON, base64, then `.` and the HMAC-SHA256 of that text."""
+    return URLSafeSerializer(
+        key, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+    )
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _signature(key: bytes, salt: str, value: str) -> str:
+    return Signer(key, salt=salt, digest_method=hashlib.sha256).get_signature(value).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,29 +84,31 @@ def session_cookie(key: bytes, who: Principal, max_age_seconds: int, *, credenti
         "s": secrets.token_hex(16),
         "c": fingerprint(key, credential),
     }
-    encoded = _b64(orjson.dumps(body))
-    return f"{encoded}.{_sign(key, b'session|' + encoded.encode())}"
+    return cookie_serializer(key).dumps(body)
 
 
 def read_session(key: bytes, cookie: str) -> Session | None:
-    """The session of a genuine, unexpired cookie; None otherwise. The MAC is checked before
-    anything of the cookie is decoded, so forged input never reaches a parser."""
-    encoded, _, signature = cookie.partition(".")
-    expected = _sign(key, b"session|" + encoded.encode())
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
+    """The session of a genuine, unexpired cookie; None otherwise. The signature is checked
+    before anything of the cookie is decoded, so forged input never reaches a parser."""
+    try:
+        body: Any = cookie_serializer(key).loads(cookie)
+    except BadSignature:  # forged, tampered, or signed with another key: never decoded
+        return None
+    except BadPayload as exc:
+        log.warning(UNREADABLE, exc.original_error or exc)
         return None
     try:
-        body = orjson.loads(_unb64(encoded))
         who = Principal(str(body["n"]), Role(body["r"]), str(body["v"]))
         session = Session(who, str(body["s"]), int(body["x"]), str(body["c"]))
-    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning(UNREADABLE, repr(exc))
         return None
     return session if session.expires_at >= time.time() else None
 
 
 def fingerprint(key: bytes, credential: str) -> str:
     """A short MAC of a credential: a cookie carries it, never the credential itself."""
-    return _sign(key, b"credential|" + credential.encode())[:22]
+    return _signature(key, CREDENTIAL_SALT, credential)[:FINGERPRINT_CHARS]
 
 
 async def current(request: Request) -> Principal:
@@ -118,7 +128,7 @@ async def current(request: Request) -> Principal:
     else:
         raise LoginRequired(_here(request))
     request.state.principal = who
-    request.state.csrf = _sign(found.session_key, f"csrf|{nonce}".encode())
+    request.state.csrf = _signature(found.session_key, CSRF_SALT, nonce)
     return who
 
 

@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.access import Principal, Role, credential_of
 from app.main import SupervisorApp, create_app
 from app.web import busy, dashboard, ledger, metrics, queues, sets
-from app.web.auth import COOKIE, session_cookie
+from app.web.auth import (
+    COOKIE,
+    SESSION_SALT,
+    UNREADABLE,
+    cookie_serializer,
+    read_session,
+    session_cookie,
+)
 from tests.conftest import make_settings
 from tests.live import free_port
 
@@ -141,7 +148,7 @@ async def test_forged_tampered_and_expired_sessions_are_refused(guarded: Supervi
     admin = Principal("alice", Role.ADMIN, "user")
     credential = credential_of(guarded.state.settings, admin) or ""
     good = session_cookie(key, admin, 60, credential=credential)
-    payload, _, signature = good.partition(".")
+    payload, _, signature = good.rpartition(".")
     forged = session_cookie(b"another key" * 3, admin, 60, credential=credential)
     expired = session_cookie(key, admin, -1, credential=credential)
     tampered = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1] + "." + signature
@@ -251,22 +258,49 @@ async def test_a_password_role_or_token_change_ends_sessions_under_a_fixed_secre
 async def test_a_cookie_spelled_differently_is_refused(guarded: SupervisorApp) -> None:
     """The MAC covers the cookie text as sent, checked before anything is decoded: base64's
     unused bits cannot be flipped to make a second valid spelling of one session."""
-    for name in ("carol", "carol1", "carol12"):  # one of three lengths leaves bits unused
+    for name in (f"carol{'1' * n}" for n in range(12)):  # until a length leaves bits unused
         async with http(guarded) as client:
             await sign_in(client, name, "admin-tok")
             cookie = client.cookies[COOKIE]
-        encoded, _, mac = cookie.partition(".")
-        if len(encoded) % 4:
+        encoded, _, mac = cookie.rpartition(".")
+        if len(encoded.removeprefix(".")) % 4:  # a leading "." marks a compressed payload
             break
+    else:
+        pytest.fail("no cookie left base64 bits unused")
     index = URLSAFE_B64.index(encoded[-1])
     respelled = encoded[:-1] + URLSAFE_B64[index ^ 1]
-    assert _unb64(respelled) == _unb64(encoded)
+    assert _unb64(respelled.removeprefix(".")) == _unb64(encoded.removeprefix("."))
     assert await _status_with(guarded, cookie) == 200
     assert await _status_with(guarded, f"{respelled}.{mac}") == 303
 
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_a_wrong_signature_is_refused_before_the_payload_is_read(
+    guarded: SupervisorApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A payload that would make the parser fail (not JSON), sent with a wrong signature, is
+    just "not signed in", and the parser never sees it: only the same payload signed with the
+    key gets as far as failing to parse (which is logged)."""
+    key = guarded.state.resources.session_key
+    admin = Principal("alice", Role.ADMIN, "user")
+    credential = credential_of(guarded.state.settings, admin) or ""
+    payload, _, signature = session_cookie(key, admin, 60, credential=credential).rpartition(".")
+    forged = session_cookie(b"another key" * 3, admin, 60, credential=credential)
+    foreign = forged.rpartition(".")[2]
+    garbage = base64.urlsafe_b64encode(b"{not json").decode().rstrip("=")
+    signed_garbage = cookie_serializer(key).make_signer(SESSION_SALT).sign(garbage).decode()
+    with caplog.at_level(logging.WARNING, logger="app.web.auth"):
+        assert read_session(key, f"{garbage}.{signature}") is None
+        assert read_session(key, f"{payload}.{foreign}") is None  # a valid payload
+        assert caplog.records == []
+        assert read_session(key, signed_garbage) is None
+        assert [record.msg for record in caplog.records] == [UNREADABLE]
+    for cookie in (f"{garbage}.{signature}", f"{payload}.{foreign}"):
+        assert await _status_with(guarded, cookie) == 303
+    assert await _status_with(guarded, f"{payload}.{signature}") == 200
 
 
 def _action_routes() -> list[str]:
