@@ -1,4 +1,4 @@
-"""JobManager, named as in the seed: a string filter searches the arguments."""
+"""JobManager, named as in the original supervisor: a string filter searches the arguments."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.sidekiq.layouts import V7, process
 BOUND_SECONDS = 10.0
 
 
-async def test_seed_methods_split_jobs_by_their_latest_status(engine: AsyncEngine) -> None:
+async def test_original_methods_split_jobs_by_their_latest_status(engine: AsyncEngine) -> None:
     await seed(
         engine,
         lifecycle("waiting", start=0, arguments='["invoice",1]'),

@@ -1,4 +1,5 @@
-"""The lifecycle routes the Sidekiq middleware posts to, named exactly as the seed names them.
+"""The lifecycle routes the Sidekiq middleware posts to, named as the original Faraday middleware
+posts them.
 
 This is the hot path. `accept` holds the whole logic (credentials, decoding, validation, durable
 submit); `serve_fast` is its only way in, called by SupervisorApp for these POSTs before
@@ -281,7 +282,7 @@ OPERATIONS = (
         "/api/v1/jobs",
         "job_queued",
         "A job was queued",
-        "Record that a job was pushed (the seed's client middleware sends job_id, arguments,\n"
+        "Record that a job was pushed (the original client middleware sends job_id, arguments,\n"
         "job_class, queue). Answered 201 only once the event is committed.",
         QueuedIn,
     ),

@@ -1,4 +1,4 @@
-"""Prometheus exposition at the seed's /prometheus/metrics (and /metrics, as the Ruby exporter)."""
+"""Prometheus exposition at /prometheus/metrics (and /metrics, as the Ruby exporter)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def _blank_is_none(value: Any) -> Any:
 
 
 def _json_text(value: Any) -> Any:
-    """`arguments` arrive as JSON text (the seed) or, in JSON bodies, as the array itself."""
+    """`arguments` arrive as JSON text (the original Faraday middleware) or, in JSON bodies, as
+    the array itself."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -142,7 +143,7 @@ class LifecycleIn(BaseModel):
 
 
 class QueuedIn(LifecycleIn):
-    """The body of POST /api/v1/jobs: the seed's four fields plus the optional ones."""
+    """The body of POST /api/v1/jobs: the original middleware's four fields, and optional ones."""
 
     job_id: JobId
 

@@ -1,6 +1,6 @@
 """The ingest wire format: form or JSON decoding, validation into JobEvents.
 
-The seed middleware posts `application/x-www-form-urlencoded` (Faraday's default) with
+The original Faraday middleware posts `application/x-www-form-urlencoded` (Faraday's default) with
 `arguments` as JSON text; our own clients post JSON. Both end as the same JobEvent.
 """
 

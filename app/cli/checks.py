@@ -1,4 +1,5 @@
-"""`sidekiq-supervisor health`: the seed's queue:health, one line per check, exit 0 or 1."""
+"""`sidekiq-supervisor health`: the original supervisor's queue:health, a line per check, exit
+0 or 1."""
 
 from __future__ import annotations
 

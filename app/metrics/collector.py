@@ -2,7 +2,7 @@
 
 A custom collector: every scrape builds fresh families from the sampler's latest snapshot,
 so scrapes never touch Redis and vanished queues and hosts simply disappear. Names, labels and
-arithmetic follow sidekiq-prometheus-exporter 0.4.0 (SIDEKIQ.md §5.2).
+arithmetic follow sidekiq-prometheus-exporter 0.4.0.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class JobMetrics:
     Times come from the event's own context (`enqueued_at`, `started_at`, which our Ruby
     middleware sends) or else from the job's ledger row read back after the batch committed.
     The row keeps the job's *first* enqueue, so it gives a wait (and a total) only for a first
-    run. The seed's Faraday middleware sends no retry count and no context: with it, a retried
+    run. The original Faraday middleware sends no retry count and no context: with it, a retried
     run looks like a first run and its wait includes the retry delay, and a scheduled job's wait
     includes the time it was scheduled for (its only `queued` is posted when it is scheduled).
     """

@@ -4,7 +4,7 @@ Runs on the sampler leader after each snapshot. A *round* takes up to `batch` ca
 the ledger: runs started more than the grace period ago that no live process is running (its
 busy-work hash), and queued jobs older than their queue's oldest job (a FIFO queue cannot
 still hold them). Before calling any of them lost, the round looks for them where Sidekiq keeps
-jobs it is not running: `retry` and `dead` for started runs (the seed's middleware posts
+jobs it is not running: `retry` and `dead` for started runs (the original Faraday middleware posts
 nothing when a job raises), `schedule` for queued ones (it cannot tell scheduled from queued).
 It does so with a paced ZSCAN, `scan_count` entries per set per tick, never a full read. When
 every set has been passed over, the round writes what it learnt as events through the ledger's

@@ -1,5 +1,5 @@
 """Paged, bounded reads of Sidekiq's job collections: the `retry`, `schedule` and `dead` sorted
-sets and the `queue:<name>` lists, and the parsing of their job entries (SIDEKIQ.md §1.2-1.3, §2).
+sets and the `queue:<name>` lists, and the parsing of their job entries (docs/sidekiq-redis.md).
 
 Every read is one page (ZRANGE/ZREVRANGE or LRANGE by index, with ZCARD/LLEN in the same MULTI)
 or a ZSCAN with a bounded COUNT and a bounded number of calls; never a whole set or list.

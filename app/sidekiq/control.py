@@ -1,4 +1,4 @@
-"""Writing to Sidekiq's Redis safely (SIDEKIQ.md §4.4): each move is one Lua script whose
+"""Writing to Sidekiq's Redis safely: each move is one Lua script whose
 ZREM (or a guard key) decides ownership, so a race with Sidekiq's poller, the Web UI or
 another replica moves a job once or not at all. Payloads keep their exact bytes and jid."""
 

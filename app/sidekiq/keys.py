@@ -1,4 +1,4 @@
-"""Sidekiq's Redis key names (SIDEKIQ.md §1), with the optional redis-namespace prefix of 6.x."""
+"""Sidekiq's Redis key names (docs/sidekiq-redis.md), with 6.x's optional redis-namespace prefix."""
 
 from __future__ import annotations
 

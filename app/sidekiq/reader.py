@@ -4,7 +4,7 @@ Round trip 1: the counters, the set sizes and the members of `processes` and `qu
 Round trip 2: each process's heartbeat fields and busy-work hashes (both `:work` and the 6.4.1
 `:workers`), and each queue's length and oldest job. Never KEYS or a keyspace SCAN, never a
 read of a whole queue or sorted set, and no writes: expired processes are skipped, not pruned.
-Numbers follow Sidekiq's own arithmetic (SIDEKIQ.md §3).
+Numbers follow Sidekiq's own arithmetic (docs/sidekiq-redis.md).
 """
 
 from __future__ import annotations

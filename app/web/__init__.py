@@ -1,1 +1,1 @@
-"""The GUI at /sidekiq (issue 6). For now it holds the vendored static assets the docs use."""
+"""The GUI at /sidekiq. For now it holds the vendored static assets the docs use."""

@@ -92,7 +92,7 @@ ADD_TO_QUEUE = Verb(
 @dataclass(frozen=True, slots=True)
 class SetPageKind:
     """One of the three pages: its set, nav key (= its URL name), what its score means as a
-    column heading, its buttons (Sidekiq's Web UI's, SIDEKIQ.md §6), its two orders, and
+    column heading, its buttons (Sidekiq's Web UI's), its two orders, and
     whether its entries are failures (with retry count and error columns)."""
 
     view: SetView

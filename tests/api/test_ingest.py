@@ -1,4 +1,5 @@
-"""The lifecycle routes: the seed middleware's exact bytes, JSON bodies, batches, credentials."""
+"""The lifecycle routes: the original Faraday middleware's exact bytes, JSON bodies, batches,
+credentials."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from tests.conftest import make_settings
 
 JID = "2f3a1c9e8b7d6a5f4e3d2c1b"
 ARGUMENTS = '[0,"héllo & co=1+2 %20 \\"q\\" / 日本",{"nested":[1,2.5,null,true]}]'
-# Byte for byte what Faraday 1.1.0 sends for the seed's middleware (SIDEKIQ.md §8): keys
+# Byte for byte what Faraday 1.1.0 sends for the original middleware: keys
 # sorted, space as +, every other byte outside [A-Za-z0-9.~_-] percent-encoded.
 ENCODED_ARGUMENTS = (
     "%5B0%2C%22h%C3%A9llo+%26+co%3D1%2B2+%2520+%5C%22q%5C%22+%2F+%E6%97%A5%E6%9C%AC%22%2C%7B"
     "%22nested%22%3A%5B1%2C2.5%2Cnull%2Ctrue%5D%7D%5D"
 )
-SEED_QUEUED = f"arguments={ENCODED_ARGUMENTS}&job_class=HardJob&job_id={JID}&queue=default"
-SEED_LIFECYCLE = f"arguments={ENCODED_ARGUMENTS}&job_class=HardJob&queue=default"
+ORIGINAL_QUEUED = f"arguments={ENCODED_ARGUMENTS}&job_class=HardJob&job_id={JID}&queue=default"
+ORIGINAL_LIFECYCLE = f"arguments={ENCODED_ARGUMENTS}&job_class=HardJob&queue=default"
 FARADAY = {
     "User-Agent": "Faraday v1.1.0",
     "Content-Type": "application/x-www-form-urlencoded",
@@ -48,10 +49,10 @@ async def events_of(engine: AsyncEngine, jid: str) -> list[str]:
         return [row[0] for row in result]
 
 
-async def test_seed_middleware_bytes_walk_a_job_through_its_lifecycle(
+async def test_original_middleware_bytes_walk_a_job_through_its_lifecycle(
     client: AsyncClient, engine: AsyncEngine
 ) -> None:
-    queued = await client.post("/api/v1/jobs", content=SEED_QUEUED, headers=FARADAY)
+    queued = await client.post("/api/v1/jobs", content=ORIGINAL_QUEUED, headers=FARADAY)
     assert queued.status_code == 201, queued.text
     assert queued.json() == {"job_id": JID, "event": "queued"}
     row = await job_row(engine, JID)
@@ -60,13 +61,13 @@ async def test_seed_middleware_bytes_walk_a_job_through_its_lifecycle(
     assert row["arguments"] == ARGUMENTS
 
     started = await client.post(
-        f"/api/v1/jobs/{JID}/started", content=SEED_LIFECYCLE, headers=FARADAY
+        f"/api/v1/jobs/{JID}/started", content=ORIGINAL_LIFECYCLE, headers=FARADAY
     )
     assert started.status_code == 201, started.text
     assert (await job_row(engine, JID) or {})["status"] == "started"
 
     complete = await client.post(
-        f"/api/v1/jobs/{JID}/complete", content=SEED_LIFECYCLE, headers=FARADAY
+        f"/api/v1/jobs/{JID}/complete", content=ORIGINAL_LIFECYCLE, headers=FARADAY
     )
     assert complete.status_code == 201, complete.text
     row = await job_row(engine, JID)
@@ -93,7 +94,7 @@ async def test_started_for_an_unseen_job_creates_it(
     client: AsyncClient, engine: AsyncEngine
 ) -> None:
     response = await client.post(
-        f"/api/v1/jobs/{JID}/started", content=SEED_LIFECYCLE, headers=FARADAY
+        f"/api/v1/jobs/{JID}/started", content=ORIGINAL_LIFECYCLE, headers=FARADAY
     )
     assert response.status_code == 201
     row = await job_row(engine, JID)
@@ -161,15 +162,15 @@ async def test_ingest_token_is_required_when_set(
         async with AsyncClient(
             transport=ASGITransport(app=application), base_url="http://t"
         ) as http:
-            missing = await http.post("/api/v1/jobs", content=SEED_QUEUED, headers=FARADAY)
+            missing = await http.post("/api/v1/jobs", content=ORIGINAL_QUEUED, headers=FARADAY)
             wrong = await http.post(
                 "/api/v1/jobs",
-                content=SEED_QUEUED,
+                content=ORIGINAL_QUEUED,
                 headers={**FARADAY, "Authorization": "Bearer nope"},
             )
             right = await http.post(
                 "/api/v1/jobs",
-                content=SEED_QUEUED,
+                content=ORIGINAL_QUEUED,
                 headers={**FARADAY, "Authorization": "Bearer s3cret-ingest"},
             )
     assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 201)
@@ -182,11 +183,11 @@ async def test_an_invalid_optional_field_is_ignored_and_named(
 ) -> None:
     """A bad optional field costs that field (named in `ignored`); a bad job id costs the event
     (422 naming every problem)."""
-    queued = await client.post("/api/v1/jobs", content=SEED_QUEUED, headers=FARADAY)
+    queued = await client.post("/api/v1/jobs", content=ORIGINAL_QUEUED, headers=FARADAY)
     bad = await client.post("/api/v1/jobs", content="job_id=&arguments=%5B", headers=FARADAY)
     lax = await client.post("/api/v1/jobs", content="job_id=x&arguments=%5B", headers=FARADAY)
     started = await client.post(
-        f"/api/v1/jobs/{JID}/started", content=SEED_LIFECYCLE, headers=FARADAY
+        f"/api/v1/jobs/{JID}/started", content=ORIGINAL_LIFECYCLE, headers=FARADAY
     )
     assert queued.json() == {"job_id": JID, "event": "queued"}
     assert bad.status_code == 422

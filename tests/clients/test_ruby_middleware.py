@@ -2,7 +2,7 @@
 loopback TCP: the ledger rows and job metrics of jobs that succeed, fail and retry, die, are
 scheduled, or are pushed from inside a job; the same jobs with the supervisor refusing
 connections or hung (they run, pushes do not raise, and the time our middleware adds per event
-stays bounded); a forked client; and the seed's Faraday middleware, verbatim, still recorded.
+stays bounded); a forked client; and the original Faraday middleware, verbatim, still recorded.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 RUBY = Path(__file__).resolve().parent / "ruby"
 SUPERVISED, JOBS, TIMING = RUBY / "supervised.rb", RUBY / "jobs.rb", RUBY / "timing.rb"
-SEED, FORK_PUSH = RUBY / "seed.rb", RUBY / "fork_push.rb"
+ORIGINAL, FORK_PUSH = RUBY / "original.rb", RUBY / "fork_push.rb"
 INGEST_TOKEN = secrets.token_hex(16)
 ADMIN_TOKEN = secrets.token_hex(16)
 
@@ -36,7 +36,7 @@ READ_TIMEOUT_SECONDS = 2.0
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 # No hang: a background-mode event never waits for the network, so it costs far less than one
 # network timeout; an inline-mode event costs at most one connect and one read timeout. Loose
-# enough for a slow machine, far below a hang (the seed's middleware blocks 60 s per call).
+# enough for a slow machine, far below a hang (the original middleware blocks 60 s per call).
 BACKGROUND_BOUND_SECONDS = OPEN_TIMEOUT_SECONDS
 INLINE_BOUND_SECONDS = OPEN_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS + 1.0
 # A push process: Ruby's start, the push, and the flush at exit (at most its timeout, plus one
@@ -374,14 +374,14 @@ async def test_a_forked_child_reports_its_own_jobs_once(mysql_url: str, tmp_path
     assert {jid: events(row) for jid, row in rows.items()} == dict.fromkeys(jids, lifecycle)
 
 
-async def test_the_seed_faraday_middleware_still_records_a_job(
+async def test_the_original_faraday_middleware_still_records_a_job(
     mysql_url: str, tmp_path: Path
 ) -> None:
     with run_supervisor(mysql_url, tmp_path) as supervisor:
         env = {
-            "SIDEKIQ_TEST_REQUIRE": str(SEED),
+            "SIDEKIQ_TEST_REQUIRE": str(ORIGINAL),
             "SIDEKIQ_SUPERVISOR_HOST": supervisor.url,  # the server middleware's variable
-            "SIDEDIQ_SUPERVISOR_HOST": supervisor.url,  # the client's, as the seed spells it
+            "SIDEDIQ_SUPERVISOR_HOST": supervisor.url,  # the client's, as the original spells it
         }
         async with start_sidekiq(tmp_path, extra_env=env) as sidekiq:
             [jid] = await sidekiq.push(job("QuickJob", "low", 3, "héllo & co"))

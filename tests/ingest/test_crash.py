@@ -1,6 +1,6 @@
 """kill -9 of a real server under concurrent load: every event it acknowledged (201) is stored.
 
-The server runs as its own process (`python -m app serve`); the test drives the seed
+The server runs as its own process (`python -m app serve`); the test drives the original
 middleware's lifecycle calls from many concurrent workers, sends SIGKILL once enough were
 acknowledged (so requests are in flight), then counts acknowledged against stored.
 """

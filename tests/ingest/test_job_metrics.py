@@ -1,5 +1,5 @@
-"""Job metrics through the app: the seed's form posts (times read back from the ledger) and JSON
-batches with context times, on MariaDB and SQLite, read from /prometheus/metrics."""
+"""Job metrics through the app: the original middleware's form posts (times read back from the
+ledger) and JSON batches with context times, on MariaDB and SQLite, read from the scrape."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ async def eventually(client: AsyncClient, ready: Callable[[Samples], bool]) -> S
             await asyncio.sleep(0.01)
 
 
-async def post_seed_walk(client: AsyncClient, jid: str, job: dict[str, str], **at: str) -> None:
-    """queued, started, complete as the seed's Faraday middleware posts them (form-encoded),
+async def post_original_walk(client: AsyncClient, jid: str, job: dict[str, str], **at: str) -> None:
+    """queued, started, complete as the original Faraday middleware posts them (form-encoded),
     with an explicit `at` per event when given."""
     common = {"arguments": "[1]", **job}
     routes = {
@@ -73,11 +73,11 @@ async def post_seed_walk(client: AsyncClient, jid: str, job: dict[str, str], **a
         assert response.status_code == 201, response.text
 
 
-async def test_seed_posts_count_and_time_a_run_from_the_ledger(client: AsyncClient) -> None:
+async def test_original_posts_count_and_time_a_run_from_the_ledger(client: AsyncClient) -> None:
     hard = {"job_class": "HardJob", "queue": "default"}
     timed = {"job_class": "TimedJob", "queue": "default"}
-    await post_seed_walk(client, "a" * 24, hard)
-    await post_seed_walk(
+    await post_original_walk(client, "a" * 24, hard)
+    await post_original_walk(
         client, "b" * 24, timed, queued=iso(0), started=iso(1.5), complete=iso(4.25)
     )
     h = {"queue": "default", "worker": "HardJob"}
@@ -196,8 +196,8 @@ async def test_a_failed_read_back_is_counted_and_never_fails_the_batch(no_jid_re
         async with AsyncClient(transport=transport, base_url="http://t") as client:
             job = {"job_class": "DeniedJob", "queue": "default"}
             # Each post is answered 201, and each read-back fails on a fresh connection.
-            await post_seed_walk(client, secrets.token_hex(12), job)
-            await post_seed_walk(client, secrets.token_hex(12), job)
+            await post_original_walk(client, secrets.token_hex(12), job)
+            await post_original_walk(client, secrets.token_hex(12), job)
             labels = {"queue": "default", "worker": "DeniedJob"}
             samples = await eventually(
                 client, lambda s: sample(s, "supervisor_job_metrics_lookup_errors_total") == 4

@@ -70,7 +70,7 @@ def jids(prefix: str, count: int) -> list[str]:
 
 
 async def post_queued(client: AsyncClient, jid: str) -> httpx.Response:
-    """The seed middleware's enqueue call, bounded: a hang fails the test."""
+    """The original Faraday middleware's enqueue call, bounded: a hang fails the test."""
     body = urlencode(
         {"arguments": "[1]", "job_class": "OutageJob", "job_id": jid, "queue": "default"}
     )

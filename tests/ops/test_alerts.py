@@ -42,8 +42,8 @@ from tests.ops.prometheus_run import run_tool
 
 RULE_LIST = load_rules()
 ALERT_NAMES = [rule.alert for rule in RULE_LIST]
-# Seed 002's recommended alerts and their severities: the names must not change.
-SEED_ALERTS = {
+# The recommended alerts and their severities: the names must not change.
+RECOMMENDED_ALERTS = {
     "SidekiqQueueLatencyHigh": "critical",
     "SidekiqDeadJobsIncreasing": "critical",
     "SidekiqNoWorkers": "critical",
@@ -110,9 +110,9 @@ def test_unit_tests_catch_an_alert_that_fires_too_soon(alert: str, tmp_path: Pat
     assert f"alertname: {alert}," in _output(result)
 
 
-def test_seed_alerts_keep_their_names_and_severities() -> None:
+def test_recommended_alerts_keep_their_names_and_severities() -> None:
     kept = {rule.alert: rule.labels.get("severity") for rule in RULE_LIST}
-    assert {name: kept.get(name) for name in SEED_ALERTS} == SEED_ALERTS
+    assert {name: kept.get(name) for name in RECOMMENDED_ALERTS} == RECOMMENDED_ALERTS
 
 
 @pytest.mark.parametrize("alert", ALERT_NAMES)

@@ -120,11 +120,11 @@ async def _started(sidekiq: RealSidekiq, jid: str) -> bool:
     return jid.encode() in await sidekiq.redis.lrange(STARTED, 0, -1)
 
 
-async def test_a_job_that_raised_under_the_seed_middleware_is_found_failed(
+async def test_a_job_that_raised_under_the_original_middleware_is_found_failed(
     tmp_path: Path, engine: AsyncEngine
 ) -> None:
-    """The seed posts queued and started, then nothing when the job raises: the reconciler
-    reads the failure from the entry real Sidekiq wrote to `retry`."""
+    """The original middleware posts queued and started, then nothing when the job raises: the
+    reconciler reads the failure from the entry real Sidekiq wrote to `retry`."""
     sessions = create_sessionmaker(engine)
     registry = CollectorRegistry()
     metrics = JobMetrics(registry, max_workers=10, max_queues=10, max_error_classes=10)

@@ -1,4 +1,4 @@
-"""Write Sidekiq's real Redis layouts (SIDEKIQ.md §1) for 6.4.1, 6.5, 7.x, 8.0 and 8.1.2+."""
+"""Write Sidekiq's real Redis layouts for 6.4.1, 6.5, 7.x, 8.0 and 8.1.2+."""
 
 from __future__ import annotations
 

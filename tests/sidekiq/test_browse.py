@@ -37,7 +37,7 @@ def failed_job(
     cls: str = "HardJob",
     args: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """A payload as JobRetry writes it into `retry` or `dead` (SIDEKIQ.md §4.3)."""
+    """A payload as JobRetry writes it into `retry` or `dead`."""
     payload = job(version, "default", enqueued_at=failed_at - 10, cls=cls)
     payload |= {
         "error_message": error,

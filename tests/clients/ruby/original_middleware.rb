@@ -1,6 +1,6 @@
-# Verbatim copy of the original supervisor's Faraday middleware (seed 001, "How to add Sidekiq
+# Verbatim copy of the original supervisor's Faraday middleware ("How to add Sidekiq
 # monitor to your application"): the client block, then the server block, byte for byte. Do not
-# edit: tests check that the service still works with exactly this. Loaded by seed.rb.
+# edit: tests check that the service still works with exactly this. Loaded by original.rb.
 
 class JobQueued
   def call(worker, job, queue, redis_pool)
