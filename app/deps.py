@@ -27,9 +27,9 @@ from app.access import (
 from app.config import Settings
 from app.domain import EventLimits, Snapshot, SnapshotSource
 from app.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
+from app.exporter.jobs import JobMetrics
 from app.ingest.writer import EventWriter
 from app.manager import JobManager
-from app.metrics.jobs import JobMetrics
 from app.redact import Redactor
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot

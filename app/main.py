@@ -26,16 +26,16 @@ from starlette.types import Receive, Scope, Send
 
 from app import __version__
 from app.access import session_key
-from app.api import control, docs, health, ingest, jobs, metrics, sidekiq
+from app.api import actions, docs, health, ingest, jobs, scrape, sidekiq
 from app.config import Settings
 from app.deps import Resources
 from app.domain import EventLimits
 from app.errors import AppError
+from app.exporter.collector import SidekiqCollector
+from app.exporter.jobs import JobMetrics
+from app.exporter.process import IngestMetrics, SamplerMetrics
 from app.ingest.writer import EventWriter, WriterLimits
 from app.manager import JobManager
-from app.metrics.collector import SidekiqCollector
-from app.metrics.jobs import JobMetrics
-from app.metrics.process import IngestMetrics, SamplerMetrics
 from app.redact import Redactor, split_keys
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import Sampler, SamplerConfig
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> SupervisorApp:
     )
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
-    for module in (control, jobs, sidekiq, health, metrics, docs):
+    for module in (actions, jobs, sidekiq, health, scrape, docs):
         app.include_router(module.router)
     app.include_router(gui.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

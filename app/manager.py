@@ -29,12 +29,12 @@ from app.domain import (
     TimelineEntry,
 )
 from app.errors import Unavailable
-from app.sidekiq.control import Control, sidekiq_time, uses_milliseconds
+from app.sidekiq.commands import Control, sidekiq_time, uses_milliseconds
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
-from app.store import jobs as ledger
+from app.store import ledger_reads as ledger
 from app.store.db import session_connection
-from app.store.ledger import LedgerUnavailable, write_events
+from app.store.ledger_writes import LedgerUnavailable, write_events
 
 FilterArg = str | JobFilter | None
 # What "uncompleted" means for requeue: started and never finished, or found lost.

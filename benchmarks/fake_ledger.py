@@ -3,7 +3,8 @@ bulk-loaded with multi-row INSERTs through asyncmy (no ORM: the load must take s
 
 Shape: statuses in production-like proportions, 50 job classes over 20 queues with a long tail,
 arguments JSON of 60-200 bytes, activity spread over 30 days, random 24-hex jids as Sidekiq makes
-them. status_key and info_key follow app/store/ledger.py's event_key, as the writer stores them.
+them. status_key and info_key follow event_key in app/store/ledger_writes.py, as the writer
+stores them.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.metrics.jobs import JobMetrics
+from app.exporter.jobs import JobMetrics
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker

@@ -36,8 +36,8 @@ from redis.asyncio.connection import Connection
 
 from app.config import Settings
 from app.domain import Snapshot
+from app.exporter.collector import SidekiqCollector
 from app.main import SupervisorApp, create_app
-from app.metrics.collector import SidekiqCollector
 from app.sampler.runner import Sampler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import SupervisorApp, create_app
-from app.web import busy, dashboard, ledger, metrics, queues, routes, sets
+from app.web import busy, dashboard, ledger, metrics_page, queues, routes, sets
 from tests.conftest import make_settings
 
 INGEST = {
@@ -46,7 +46,7 @@ def state_changing_paths(application: SupervisorApp) -> list[str]:
     gui = [
         _fill(prefix + route.path)
         for module, prefix in [(routes, "")]
-        + [(page, "/sidekiq") for page in (dashboard, busy, queues, sets, ledger, metrics)]
+        + [(page, "/sidekiq") for page in (dashboard, busy, queues, sets, ledger, metrics_page)]
         for route in module.router.routes
         if isinstance(route, APIRoute) and (route.methods or set()) - {"GET", "HEAD", "OPTIONS"}
     ]

@@ -15,8 +15,8 @@ from app.errors import Unavailable
 from app.manager import REQUEUED_AS, JobManager, percentiles
 from app.sidekiq.keys import Keys
 from app.store.db import create_engine, create_sessionmaker
-from app.store.ledger import write_batch
-from tests.api.test_control import queued_payloads, started
+from app.store.ledger_writes import write_batch
+from tests.api.test_actions import queued_payloads, started
 from tests.api.test_jobs_read import lifecycle, seed
 from tests.conftest import make_settings, through
 from tests.ingest.tcp_proxy import TcpProxy

@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from alembic.config import Config
 
-from app.cli import console, control, jobs
+from app.cli import actions, console, jobs
 from app.cli.database import DatabaseError, describe_failure, ensure_database, is_unreachable
 from app.config import Settings
 
@@ -27,8 +27,8 @@ cli = typer.Typer(
 )
 cli.add_typer(jobs.cli, name="jobs")
 cli.command("console")(console.run)
-cli.command("requeue")(control.requeue)
-cli.command("drain")(control.drain)
+cli.command("requeue")(actions.requeue)
+cli.command("drain")(actions.drain)
 
 
 @cli.command()

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import JobEvent, RunTimes
 from app.errors import InvalidInput, Unavailable
-from app.metrics.jobs import JobMetrics
-from app.metrics.process import IngestMetrics
+from app.exporter.jobs import JobMetrics
+from app.exporter.process import IngestMetrics
 from app.store.db import ping
-from app.store.ledger import LedgerRefused, LedgerUnavailable, run_times, write_events
+from app.store.ledger_writes import LedgerRefused, LedgerUnavailable, run_times, write_events
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import EventName, JobEvent, JobStatus, Snapshot, StuckRule
-from app.metrics.jobs import JobMetrics
+from app.exporter.jobs import JobMetrics
 from app.redact import OFF, Redactor
 from app.sidekiq.browse import SortedEntry, scan_step
-from app.sidekiq.control import SortedSet
+from app.sidekiq.commands import SortedSet
 from app.sidekiq.keys import Keys
 from app.store.db import session_connection
-from app.store.ledger import MICROSECOND, write_events
+from app.store.ledger_writes import MICROSECOND, write_events
 from app.store.overdue import (
     LabelCounts,
     OpenRun,

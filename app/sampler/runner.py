@@ -21,12 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import Snapshot
-from app.metrics.process import SamplerMetrics
+from app.exporter.process import SamplerMetrics
 from app.sampler.reconcile import Reconciler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store.db import DatabaseUnavailable
-from app.store.ledger import LedgerUnavailable
+from app.store.ledger_writes import LedgerUnavailable
 from app.store.retention import delete_old_jobs, delete_old_samples
 from app.store.samples import add_samples
 

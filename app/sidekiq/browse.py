@@ -20,7 +20,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app.redact import OFF, Redactor
-from app.sidekiq.control import SortedSet
+from app.sidekiq.commands import SortedSet
 from app.sidekiq.reader import epoch_seconds
 
 NOT_JSON = "not valid JSON"

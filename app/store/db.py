@@ -28,7 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
 from app.errors import Unavailable
-from app.store.ledger import LedgerUnavailable
+from app.store.ledger_writes import LedgerUnavailable
 
 NO_ANSWER = "the database did not answer within {seconds:g}s; try again shortly"
 UNREACHABLE = "the database is unavailable ({reason}); try again shortly"

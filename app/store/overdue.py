@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, tr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import JobStatus, StuckRule
-from app.store.ledger import EPOCH, MICROSECOND
+from app.store.ledger_writes import EPOCH, MICROSECOND
 from app.store.tables import JobRow, read_time, stored_time
 
 LabelCounts = dict[tuple[str | None, str | None], int]

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.deps import LimitDep, Offset, ResourcesDep, current_snapshot
 from app.domain import BusyJob, ProcessInfo, Snapshot, next_offset
 from app.sidekiq.browse import JobRecord, parse_job, redact
-from app.sidekiq.control import Control, Signal, signal_targets
+from app.sidekiq.commands import Control, Signal, signal_targets
 from app.sidekiq.reader import read_snapshot
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render

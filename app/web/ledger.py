@@ -20,7 +20,7 @@ from app.domain import Job, JobFilter, JobStatus, Percentiles, Snapshot, StuckRu
 from app.errors import NotFound
 from app.manager import REQUEUABLE, RequeueReport, percentiles
 from app.sidekiq.browse import SetPage, search_set
-from app.store.jobs import SearchStopped, get_timeline
+from app.store.ledger_reads import SearchStopped, get_timeline
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render, summary
 

@@ -24,7 +24,7 @@ from app.sidekiq.browse import (
     read_queue_page,
     redact,
 )
-from app.sidekiq.control import Control
+from app.sidekiq.commands import Control
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render
 

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.access import check_password
 from app.deps import client_of, refuse_foreign_origin, resources
 from app.signins import Attempt
-from app.web import busy, dashboard, ledger, metrics, queues, sets
+from app.web import busy, dashboard, ledger, metrics_page, queues, sets
 from app.web.auth import NOBODY, SignedFormDep, audit, end_session, start_session
 from app.web.render import ENVIRONMENT, SECURITY_HEADERS
 
@@ -18,7 +18,7 @@ WRONG_LOGIN = "That name and password do not match a user or token."
 TOO_MANY = "Too many failed sign-ins for this name or address: try again in {seconds} s."
 
 router = APIRouter(include_in_schema=False)
-for module in (dashboard, busy, queues, sets, ledger, metrics):
+for module in (dashboard, busy, queues, sets, ledger, metrics_page):
     router.include_router(module.router, prefix="/sidekiq")
 
 

@@ -30,7 +30,7 @@ from app.sidekiq.browse import (
     redact,
     redact_entries,
 )
-from app.sidekiq.control import Action, ActionResult, Control, EntryKey, uses_milliseconds
+from app.sidekiq.commands import Action, ActionResult, Control, EntryKey, uses_milliseconds
 from app.web.auth import OperatorDep, ViewerDep, audit
 from app.web.render import done_url, pick_notice, render
 

@@ -33,7 +33,7 @@ from app.config import Settings
 from app.domain import EventName, JobEvent
 from app.main import create_app
 from app.sidekiq.keys import Keys
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from tests.api.test_outages import CALLS
 from tests.conftest import make_settings
 from tests.sidekiq.layouts import NOW, V7, job, process, push

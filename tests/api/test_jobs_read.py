@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.domain import EventName, JobEvent
 from app.main import create_app
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)

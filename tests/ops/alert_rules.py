@@ -13,9 +13,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from app.domain import BusyJob, EventName, JobEvent, ProcessInfo, QueueStats, Snapshot
-from app.metrics.collector import SidekiqCollector
-from app.metrics.jobs import JobMetrics
-from app.metrics.process import IngestMetrics, SamplerMetrics
+from app.exporter.collector import SidekiqCollector
+from app.exporter.jobs import JobMetrics
+from app.exporter.process import IngestMetrics, SamplerMetrics
 from tests.sidekiq.layouts import Held
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.domain import EventName, JobEvent, ProcessInfo, QueueStats, Snapshot
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from app.store.samples import add_samples
 from tests.ops.grafana_queries import TimeRange
 

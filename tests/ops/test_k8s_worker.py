@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from app.metrics.collector import SidekiqCollector
+from app.exporter.collector import SidekiqCollector
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from tests.live import refused_url, run_supervisor

@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain import EventName, JobEvent, JobFilter, JobStatus
+from app.exporter.jobs import JobMetrics
 from app.manager import JobManager
-from app.metrics.jobs import JobMetrics
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from app.store.db import create_engine, create_sessionmaker
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from tests.conftest import make_settings
 from tests.sidekiq.real_sidekiq import (
     HEARTBEAT_SECONDS,

@@ -23,13 +23,13 @@ from app.domain import (
     Snapshot,
     StuckRule,
 )
+from app.exporter.jobs import JobMetrics
 from app.manager import JobManager
-from app.metrics.jobs import JobMetrics
 from app.redact import Redactor
 from app.sampler.reconcile import ReconcileConfig, Reconciler, Verdicts
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 GRACE = timedelta(seconds=60)

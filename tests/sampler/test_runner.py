@@ -11,14 +11,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain import EventName, JobEvent
-from app.metrics.collector import SidekiqCollector
-from app.metrics.jobs import JobMetrics
-from app.metrics.process import SamplerMetrics
+from app.exporter.collector import SidekiqCollector
+from app.exporter.jobs import JobMetrics
+from app.exporter.process import SamplerMetrics
 from app.sampler.reconcile import ReconcileConfig, Reconciler
 from app.sampler.runner import LEADER_KEY, Sampler, SamplerConfig
 from app.sidekiq.keys import Keys
 from app.store.db import create_sessionmaker
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from app.store.tables import JobRow, QueueSampleRow, SidekiqSampleRow
 from tests.conftest import REDIS_URL
 from tests.sidekiq.layouts import V7, process, push

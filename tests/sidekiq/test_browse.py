@@ -22,7 +22,7 @@ from app.sidekiq.browse import (
     read_set_page,
     search_set,
 )
-from app.sidekiq.control import EntryKey
+from app.sidekiq.commands import EntryKey
 from app.sidekiq.errors import SidekiqUnavailable, redis_unavailable
 from app.sidekiq.keys import Keys
 from tests.sidekiq.layouts import NOW, V641, V812, Version, job, push, stamp

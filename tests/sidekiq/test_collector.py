@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from app.metrics.collector import SidekiqCollector
+from app.exporter.collector import SidekiqCollector
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from tests.sidekiq.layouts import NOW, V7, Held, process, push

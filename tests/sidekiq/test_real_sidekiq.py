@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.domain import Snapshot
-from app.metrics.collector import SidekiqCollector
+from app.exporter.collector import SidekiqCollector
 from app.sidekiq.keys import Keys
 from app.sidekiq.reader import read_snapshot
 from tests.sidekiq.layouts import Held

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.domain import EventName, JobFilter, StuckRule
 from app.store.db import create_sessionmaker
 from app.store.job_stats import aggregate, finished_jobs
-from app.store.jobs import get_timeline, list_jobs
+from app.store.ledger_reads import get_timeline, list_jobs
 from tests.web.ledger_seed import CLOCK, life, lost, seed
 
 HOUR = timedelta(hours=1)

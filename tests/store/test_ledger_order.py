@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain import EventName, JobEvent
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from app.store.tables import JobRow
 
 FAILURES = (EventName.FAILED, EventName.DEAD)

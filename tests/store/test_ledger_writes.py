@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.domain import EventName, JobEvent
 from app.store.db import create_engine
-from app.store.ledger import LedgerRefused, LedgerUnavailable, write_batch, write_events
+from app.store.ledger_writes import LedgerRefused, LedgerUnavailable, write_batch, write_events
 from tests.api.test_ingest import job_row
 from tests.conftest import make_settings
 

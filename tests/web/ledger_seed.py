@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.domain import EventName, JobEvent
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 
 
 def _this_second() -> datetime:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.access import Principal, Role, credential_of
 from app.main import SupervisorApp, create_app
-from app.web import busy, dashboard, ledger, metrics, queues, sets
+from app.web import busy, dashboard, ledger, metrics_page, queues, sets
 from app.web.auth import (
     COOKIE,
     SESSION_SALT,
@@ -307,7 +307,7 @@ def _action_routes() -> list[str]:
     """Every state-changing GUI route (each page module's own router, mounted at /sidekiq),
     with its path parameters filled in."""
     paths = []
-    for module in (dashboard, busy, queues, sets, ledger, metrics):
+    for module in (dashboard, busy, queues, sets, ledger, metrics_page):
         for route in module.router.routes:
             if isinstance(route, APIRoute) and "POST" in (route.methods or set()):
                 paths.append("/sidekiq" + re.sub(r"\{[^}]+\}", "x", route.path))

@@ -13,7 +13,7 @@ from app.api.schemas import ADMIN_ERRORS, RETRY_AFTER, ErrorOut, JobOut, error_r
 from app.deps import ManagerDep, ResourcesDep, require_admin
 from app.domain import JobFilter
 from app.errors import InvalidInput
-from app.sidekiq.control import (
+from app.sidekiq.commands import (
     Action,
     Control,
     EntryKey,

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.domain import EventName, JobEvent
 from app.main import create_app
 from app.sidekiq.keys import Keys
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from tests.sidekiq.layouts import NOW, V7, V812, process, push
 
 KEYS = Keys()

@@ -15,7 +15,7 @@ from httpx import ASGITransport, AsyncClient
 from app.domain import EventName, JobEvent
 from app.main import create_app
 from app.store.db import create_engine
-from app.store.ledger import write_batch
+from app.store.ledger_writes import write_batch
 from tests.conftest import make_settings
 from tests.sidekiq.real_sidekiq import REDIS_URL, RealSidekiq, job, start_sidekiq
 

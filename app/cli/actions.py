@@ -14,7 +14,7 @@ from app.cli.jobs import JobClass, Queue, open_manager, out
 from app.config import Settings
 from app.domain import JobFilter
 from app.manager import RequeueReport
-from app.sidekiq.control import DrainStatus, drain_host
+from app.sidekiq.commands import DrainStatus, drain_host
 from app.sidekiq.keys import Keys
 
 # Nothing to drain is not a failure (a pod whose Sidekiq never started, or already stopped), but

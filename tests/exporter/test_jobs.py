@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from app.domain import EventName, JobEvent, RunTimes
-from app.metrics.jobs import DURATION_BUCKETS, JobMetrics
+from app.exporter.jobs import DURATION_BUCKETS, JobMetrics
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 JID = "0123456789abcdef01234567"
