@@ -30,7 +30,8 @@ REDIS_URL = os.environ.get("SUPERVISOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 BACKENDS = ["mysql", "sqlite"]
 
 
-async def _mysql_admin(sql: str) -> None:
+async def mysql_admin(sql: str, args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    """`sql` run as the test server's admin, outside any database; the rows it returned."""
     url = make_url(MYSQL_URL)
     conn = await asyncmy.connect(
         host=url.host or "127.0.0.1",
@@ -40,7 +41,8 @@ async def _mysql_admin(sql: str) -> None:
     )
     try:
         async with conn.cursor() as cursor:
-            await cursor.execute(sql)
+            await cursor.execute(sql, args)
+            return list(await cursor.fetchall())
     finally:
         conn.close()
 
@@ -65,11 +67,11 @@ def migrate(database_url: str) -> None:
 def mysql_url() -> Iterator[str]:
     """A fresh MariaDB/MySQL database for this test session, migrated to head."""
     name = f"supervisor_test_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_mysql_admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    asyncio.run(mysql_admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
     url = make_url(MYSQL_URL).set(database=name).render_as_string(hide_password=False)
     migrate(url)
     yield url
-    asyncio.run(_mysql_admin(f"DROP DATABASE IF EXISTS {name}"))
+    asyncio.run(mysql_admin(f"DROP DATABASE IF EXISTS {name}"))
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +112,15 @@ async def redis() -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+async def serve(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """A client of an app built from `settings`, its lifespan running (for `async for`)."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = ASGITransport(app=application)
+        async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
+            yield http
 
 
 @pytest.fixture

@@ -10,17 +10,15 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.main import create_app
 from app.manager import SKIP_REDACTED
 from app.sidekiq.keys import Keys
 from tests.api.test_ingest import FARADAY, job_row
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 from tests.sidekiq.layouts import NOW, V7, process
 from tests.sidekiq.test_browse import add_entries, failed_job
 
@@ -41,14 +39,6 @@ STORED = (
 )
 ERROR = "card 4111-1111-1111-1111 was declined"
 KEYS = Keys()
-
-
-async def serve(settings: Settings) -> AsyncIterator[AsyncClient]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = ASGITransport(app=application)
-        async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
-            yield http
 
 
 @pytest.fixture

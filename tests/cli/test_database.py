@@ -7,34 +7,21 @@ import asyncio
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import asyncmy
 import pytest
 from sqlalchemy.engine import make_url
 
 from tests.cli.test_cli import run
-from tests.conftest import MYSQL_URL, _mysql_admin
+from tests.conftest import MYSQL_URL, mysql_admin
 
 
-async def _schema_charset(name: str) -> tuple[str, ...] | None:
-    url = make_url(MYSQL_URL)
-    conn = await asyncmy.connect(
-        host=url.host or "127.0.0.1",
-        port=url.port or 3306,
-        user=url.username or "root",
-        password=url.password or "",
+async def _schema_charset(name: str) -> tuple[Any, ...] | None:
+    rows = await mysql_admin(
+        "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+        (name,),
     )
-    try:
-        async with conn.cursor() as cursor:
-            await cursor.execute(
-                "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA"
-                " WHERE SCHEMA_NAME = %s",
-                (name,),
-            )
-            row: tuple[str, ...] | None = await cursor.fetchone()
-            return row
-    finally:
-        conn.close()
+    return rows[0] if rows else None
 
 
 @pytest.fixture
@@ -42,16 +29,16 @@ def new_database() -> Iterator[str]:
     """A database name nobody has created; dropped afterwards if the test created it."""
     name = f"supervisor_new_{secrets.token_hex(4)}"
     yield name
-    asyncio.run(_mysql_admin(f"DROP DATABASE IF EXISTS {name}"))
+    asyncio.run(mysql_admin(f"DROP DATABASE IF EXISTS {name}"))
 
 
 @pytest.fixture
 def unprivileged_user() -> Iterator[tuple[str, str]]:
     """A MariaDB account that may connect but create nothing."""
     user, password = f"sup_np_{secrets.token_hex(3)}", secrets.token_hex(8)
-    asyncio.run(_mysql_admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"))
+    asyncio.run(mysql_admin(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'"))
     yield user, password
-    asyncio.run(_mysql_admin(f"DROP USER IF EXISTS '{user}'@'%'"))
+    asyncio.run(mysql_admin(f"DROP USER IF EXISTS '{user}'@'%'"))
 
 
 def _url(database: str, *, user: str | None = None, password: str | None = None) -> str:

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.api.test_redaction import ARGUMENTS, ERROR, REDACTING, SECRETS
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 from tests.sidekiq.layouts import NOW, V7, process
 from tests.sidekiq.test_browse import failed_job
-from tests.web.test_sets import KEYS, add, gui
+from tests.web.test_sets import KEYS, add
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 TOKEN = re.compile(r'name="job" value="([^"]+)"')
@@ -33,7 +33,7 @@ def database_url(sqlite_url: str) -> str:
 
 @pytest.fixture
 async def redacting(database_url: str, engine: AsyncEngine) -> AsyncIterator[AsyncClient]:
-    async for http in gui(make_settings(database_url, **REDACTING)):
+    async for http in serve(make_settings(database_url, **REDACTING)):
         yield http
 
 

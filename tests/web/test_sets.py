@@ -13,16 +13,14 @@ from typing import Any
 
 import orjson
 import pytest
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import AsyncClient, Response
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.main import create_app
 from app.sidekiq.browse import SCAN_CALLS, SCAN_COUNT, format_score
 from app.sidekiq.keys import Keys
 from app.web import sets
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve
 from tests.sidekiq.layouts import NOW, V7, V641, V812, Version, job, stamp
 
 KEYS = Keys()
@@ -115,18 +113,10 @@ def notice_of(page: Response) -> str:
     return found.group(1)
 
 
-async def gui(settings: Settings) -> AsyncIterator[AsyncClient]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = ASGITransport(app=application)
-        async with AsyncClient(transport=transport, base_url="http://supervisor.test") as http:
-            yield http
-
-
 @pytest.fixture
 async def small_pages(database_url: str, engine: AsyncEngine) -> AsyncIterator[AsyncClient]:
     """The GUI with pages of 2 entries, at most 3."""
-    async for http in gui(make_settings(database_url, PAGE_SIZE=2, MAX_PAGE_SIZE=3)):
+    async for http in serve(make_settings(database_url, PAGE_SIZE=2, MAX_PAGE_SIZE=3)):
         yield http
 
 
@@ -134,7 +124,7 @@ async def small_pages(database_url: str, engine: AsyncEngine) -> AsyncIterator[A
 async def reader(database_url: str, engine: AsyncEngine) -> AsyncIterator[AsyncClient]:
     """The GUI with credentials, as the read-only role (basic auth x:r)."""
     settings = make_settings(database_url, READ_TOKEN="r", ADMIN_TOKEN="a")
-    async for http in gui(settings):
+    async for http in serve(settings):
         http.auth = ("x", "r")
         yield http
 
@@ -548,7 +538,7 @@ async def test_an_admin_with_credentials_acts(
 ) -> None:
     payload = entry(V7)
     key = await add(redis, "retries", NOW, payload)
-    async for http in gui(make_settings(database_url, READ_TOKEN="r", ADMIN_TOKEN="a")):
+    async for http in serve(make_settings(database_url, READ_TOKEN="r", ADMIN_TOKEN="a")):
         http.auth = ("x", "a")
         page = await follow(http, await act(http, "retries", action="retry", key=key))
         assert notice_of(page) == "Retried 1 job."
