@@ -43,7 +43,8 @@ REDIS_FIELDS = (
 @router.get("")
 async def dashboard(request: Request, _who: ViewerDep) -> HTMLResponse:
     snapshot = await summary(request)
-    redis_info = await _redis_info(resources(request).redis)
+    # No summary means a fresh read of Redis just failed: asking it for INFO would wait again.
+    redis_info = None if snapshot is None else await _redis_info(resources(request).redis)
     latency = _default_latency(snapshot)
     return await render(
         request,

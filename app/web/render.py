@@ -156,7 +156,8 @@ async def render(
 ) -> HTMLResponse:
     """A full page: the template with the user, CSRF token and summary bar filled in."""
     who = await current(request)
-    snapshot = context.pop("snapshot", None) or await summary(request)
+    # A page that read the summary itself passes it, None included: Redis is not asked twice.
+    snapshot = context.pop("snapshot") if "snapshot" in context else await summary(request)
     html = ENVIRONMENT.get_template(template).render(
         request=request,
         user=who,
